@@ -1,0 +1,18 @@
+"""dpo_lab: the helper package of the DPO Lab course.
+
+One concept a module; read any of them top to bottom:
+
+* ``env``       profile, device, seeding, the set-up call of every notebook
+* ``data``      preference records, validation, JSONL / Dataset / Hub loaders
+* ``tokenizer`` the course's own small tokenizer, shipped in ``data/tokenizer``
+* ``models``    a tiny GPT-2 from scratch, or a Hub checkpoint, through one function
+* ``collate``   tokenizing prompt + completion, masks, stacking chosen and rejected
+* ``logprobs``  the log-probability of a completion given its prompt
+* ``losses``    DPO and its variants
+* ``train``     SFT and DPO training loops as plain functions
+* ``sampling``  batched generation with the KV cache
+* ``results``   saving a notebook's headline numbers
+* ``plotting``  plots used by more than one notebook
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,192 @@
+"""Training loops as plain functions: SFT and DPO.
+
+No trainer classes: each loop is a ``for`` over shuffled mini-batches that a learner
+can read top to bottom. Both return a pandas DataFrame with one row a step, using
+the metric names TRL and the literature log:
+
+* ``loss``
+* ``rewards/chosen``, ``rewards/rejected``: mean implicit reward beta*log(pi/pi_ref)
+* ``rewards/margins``: mean of chosen minus rejected reward
+* ``rewards/accuracies``: share of pairs whose chosen reward beats the rejected one
+* ``logps/chosen``, ``logps/rejected``: mean summed log-probs under the policy
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from dpo_lab.collate import collate_pairs, encode_examples, encode_pairs, pad_batch
+from dpo_lab.logprobs import sequence_logprobs
+from dpo_lab.losses import dpo_loss, nll_loss
+
+
+def _batches(n: int, batch_size: int, epochs: float, seed: int):
+    """Index batches over ``epochs`` passes of a seeded shuffle (a fractional last epoch is cut)."""
+    generator = torch.Generator().manual_seed(seed)
+    total_steps = max(1, math.ceil(n / batch_size * epochs))
+    step = 0
+    while step < total_steps:
+        order = torch.randperm(n, generator=generator).tolist()
+        for start in range(0, n, batch_size):
+            if step >= total_steps:
+                return
+            yield order[start:start + batch_size]
+            step += 1
+
+
+def _check_finite(loss: torch.Tensor, step: int, where: str) -> None:
+    if not torch.isfinite(loss):
+        raise FloatingPointError(
+            f"{where}: the loss became {loss.item()} at step {step}; lower the learning rate, "
+            "raise beta, or check the data for empty completions"
+        )
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def train_sft(model, tokenizer, prompts: list[str], completions: list[str], *, epochs: float = 1.0,
+              batch_size: int = 16, lr: float = 1e-3, weight_decay: float = 0.0, max_prompt_length=None,
+              max_length=None, grad_clip: float = 1.0, seed: int = 0, progress: bool = True,
+              desc: str = "SFT") -> pd.DataFrame:
+    """Supervised fine-tuning: minimise the mean NLL of completion tokens given the prompt.
+
+    loss = -(1/N) sum over completion tokens of log pi(y_t | x, y_<t), N tokens in the batch.
+    """
+    device = next(model.parameters()).device
+    encoded, _ = encode_examples(tokenizer, prompts, completions, max_prompt_length, max_length)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    model.train()
+    rows = []
+    batches = list(_batches(len(encoded), batch_size, epochs, seed))
+    for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress)):
+        batch = _to(pad_batch([encoded[i] for i in idx], tokenizer.pad_token_id), device)
+        logps = sequence_logprobs(model, **batch)
+        n_tokens = batch["completion_mask"][:, 1:].sum()
+        loss = -logps.sum() / n_tokens
+        _check_finite(loss, step, desc)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        rows.append({"step": step, "loss": loss.item(), "grad_norm": grad_norm.item()})
+    model.eval()
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def precompute_ref_logps(ref_model, tokenizer, chosen, rejected, batch_size: int = 64,
+                         average: bool = False, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference log-probs of every chosen and rejected sequence, computed once.
+
+    The reference is frozen, so its log-probs never change: computing them up front
+    means the reference need not sit in memory during training, and each step runs
+    one forward pass fewer. ``chosen``/``rejected`` are the encoded lists from
+    :func:`dpo_lab.collate.encode_pairs`.
+    """
+    device = next(ref_model.parameters()).device
+    was_training = ref_model.training
+    ref_model.eval()
+    out_c, out_r = [], []
+    for start in tqdm(range(0, len(chosen), batch_size), desc="reference log-probs", disable=not progress):
+        batch = _to(collate_pairs(chosen[start:start + batch_size], rejected[start:start + batch_size],
+                                  tokenizer.pad_token_id), device)
+        logps = sequence_logprobs(ref_model, **batch, average=average).float().cpu()
+        half = logps.shape[0] // 2
+        out_c.append(logps[:half])
+        out_r.append(logps[half:])
+    ref_model.train(was_training)
+    return torch.cat(out_c), torch.cat(out_r)
+
+
+def dpo_batch_loss(policy, batch: dict, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, *,
+                   beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
+                   nll_alpha: float = 0.0) -> tuple[torch.Tensor, dict]:
+    """The DPO loss of one collated pair batch (chosen rows first), and its metrics.
+
+    One forward pass scores chosen and rejected together. ``loss_type="ipo"`` uses
+    length-averaged log-probs (as TRL does); the reference log-probs given must then
+    be averaged too. ``nll_alpha > 0`` adds alpha times the per-token NLL of the chosen
+    completion (DPO+NLL).
+    """
+    average = loss_type == "ipo"
+    logps = sequence_logprobs(policy, **batch, average=average)
+    half = logps.shape[0] // 2
+    chosen, rejected = logps[:half], logps[half:]
+    losses, r_chosen, r_rejected = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=beta,
+                                            loss_type=loss_type, label_smoothing=label_smoothing)
+    loss = losses.mean()
+    if nll_alpha:
+        lengths = batch["completion_mask"][:half].sum(-1)
+        chosen_sum = chosen * lengths if average else chosen
+        loss = loss + nll_alpha * nll_loss(chosen_sum, lengths).mean()
+    metrics = {
+        "loss": loss.item(),
+        "rewards/chosen": r_chosen.mean().item(),
+        "rewards/rejected": r_rejected.mean().item(),
+        "rewards/margins": (r_chosen - r_rejected).mean().item(),
+        "rewards/accuracies": (r_chosen > r_rejected).float().mean().item(),
+        "logps/chosen": chosen.detach().mean().item(),
+        "logps/rejected": rejected.detach().mean().item(),
+    }
+    return loss, metrics
+
+
+def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 0.1,
+              loss_type: str = "sigmoid", label_smoothing: float = 0.0, nll_alpha: float = 0.0,
+              epochs: float = 1.0, batch_size: int = 16, lr: float = 1e-4, weight_decay: float = 0.0,
+              max_prompt_length=None, max_length=None, grad_clip: float = 1.0, seed: int = 0,
+              ref_logps: tuple[torch.Tensor, torch.Tensor] | None = None, checkpoint_every: int | None = None,
+              on_checkpoint=None, progress: bool = True, desc: str = "DPO") -> pd.DataFrame:
+    """Train ``policy`` with a preference loss on ``pairs`` against a frozen reference.
+
+    The reference enters only through its log-probs. They are precomputed once (from
+    ``ref_model``, or passed in as ``ref_logps``, e.g. from a cache shared by a beta
+    sweep), so ``ref_model`` may be ``None`` when ``ref_logps`` is given.
+
+    ``on_checkpoint(step, policy)`` is called every ``checkpoint_every`` steps and after
+    the last step (for evaluating the policy along training); whatever it returns that
+    is a dict is merged into that step's metrics row.
+    """
+    device = next(policy.parameters()).device
+    chosen, rejected, _ = encode_pairs(tokenizer, pairs, max_prompt_length, max_length)
+    average = loss_type == "ipo"
+    if ref_logps is None:
+        if ref_model is None:
+            raise ValueError("train_dpo needs ref_model or precomputed ref_logps")
+        ref_logps = precompute_ref_logps(ref_model, tokenizer, chosen, rejected, average=average)
+    ref_chosen, ref_rejected = ref_logps
+    if len(ref_chosen) != len(pairs):
+        raise ValueError(f"ref_logps has {len(ref_chosen)} rows but there are {len(pairs)} pairs")
+
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
+    policy.train()
+    rows = []
+    batches = list(_batches(len(pairs), batch_size, epochs, seed))
+    for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress)):
+        batch = _to(collate_pairs([chosen[i] for i in idx], [rejected[i] for i in idx],
+                                  tokenizer.pad_token_id), device)
+        loss, metrics = dpo_batch_loss(policy, batch, ref_chosen[idx].to(device), ref_rejected[idx].to(device),
+                                       beta=beta, loss_type=loss_type, label_smoothing=label_smoothing,
+                                       nll_alpha=nll_alpha)
+        _check_finite(loss, step, desc)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
+        optimizer.step()
+        row = {"step": step, **metrics, "grad_norm": grad_norm.item()}
+        last = step == len(batches) - 1
+        if on_checkpoint is not None and ((checkpoint_every and (step + 1) % checkpoint_every == 0) or last):
+            policy.eval()
+            extra = on_checkpoint(step + 1, policy)
+            policy.train()
+            if isinstance(extra, dict):
+                row.update(extra)
+        rows.append(row)
+    policy.eval()
+    return pd.DataFrame(rows)
