@@ -32,13 +32,26 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits
 
 
+def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One index a row drawn from ``probs`` (rows summing to 1), by inverse-CDF sampling.
+
+    Draw u ~ U(0, 1) and return the first index whose cumulative probability exceeds u.
+    Same distribution as ``torch.multinomial(probs, 1)``, several times faster on CPU.
+    """
+    cdf = probs.cumsum(-1)
+    u = torch.rand(probs.shape[0], 1, generator=generator, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).clamp(max=probs.shape[-1] - 1).squeeze(-1)
+
+
 @torch.no_grad()
 def generate_ids(model, prompt_ids: list[list[int]], eos_token_id: int, pad_token_id: int,
                  max_new_tokens: int = 32, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, generator: torch.Generator | None = None) -> list[list[int]]:
     """Sample completions for one batch of tokenized prompts; returns new token ids per row.
 
-    A row stops at its first EOS (the EOS is not returned) or after ``max_new_tokens``.
+    A row stops after its first EOS (returned as the row's last token, since the
+    probability of stopping is part of the completion's probability) or after
+    ``max_new_tokens`` tokens.
     """
     device = next(model.parameters()).device
     width = max(len(p) for p in prompt_ids)
@@ -60,8 +73,8 @@ def generate_ids(model, prompt_ids: list[list[int]], eos_token_id: int, pad_toke
         if temperature == 0:
             token = logits.argmax(-1)
         else:
-            probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1)
-            token = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(device)
+            probs = filter_logits(logits / temperature, top_k, top_p).softmax(-1).cpu()
+            token = sample_categorical(probs, generator).to(device)
         token = torch.where(finished, torch.full_like(token, pad_token_id), token)
         new_tokens.append(token)
         finished |= token == eos_token_id
@@ -75,7 +88,7 @@ def generate_ids(model, prompt_ids: list[list[int]], eos_token_id: int, pad_toke
     tokens = torch.stack(new_tokens, dim=1).tolist() if new_tokens else [[] for _ in prompt_ids]
     completions = []
     for row in tokens:
-        completions.append(row[:row.index(eos_token_id)] if eos_token_id in row else row)
+        completions.append(row[:row.index(eos_token_id) + 1] if eos_token_id in row else row)
     return completions
 
 

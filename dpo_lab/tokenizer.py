@@ -103,13 +103,15 @@ def save_course_tokenizer(out_dir: Path = TOKENIZER_DIR, data_dir: Path = DATA_D
 
 
 def load_tokenizer(name_or_path: str | Path = TOKENIZER_DIR):
-    """Load a tokenizer, the course's (default) or a Hub one such as ``"gpt2"``.
+    """Load a tokenizer: the course's (``"course"``, the default) or a Hub one such as ``"gpt2"``.
 
     GPT-2 has no padding token; we pad with EOS there, which is safe because every
     function in the course finds padding through the attention mask, never by token id.
     """
     from transformers import AutoTokenizer
 
+    if str(name_or_path) == "course":
+        name_or_path = TOKENIZER_DIR
     tok = AutoTokenizer.from_pretrained(str(name_or_path))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

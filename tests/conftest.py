@@ -1,8 +1,10 @@
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("DPO_LAB_PROFILE", "tiny")
+torch.set_num_threads(1)  # tiny tensors: one thread is faster (see dpo_lab.env.setup_notebook)
 
 
 @pytest.fixture(scope="session")

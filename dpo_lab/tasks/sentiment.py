@@ -1,0 +1,326 @@
+"""Controlled sentiment: the first experiment of the DPO paper, at course scale.
+
+A policy continues the opening words of a movie review; a frozen sentiment model
+scores the review, and the question is how much positive sentiment a method buys
+for how much KL from the reference (Rafailov et al., 2023, section 6.1).
+
+Two sources, one schema (a review is a string; prompts are its opening words):
+
+* ``tiny``: reviews from :func:`generate_reviews`, a seeded template generator
+  (shipped as ``data/sentiment_reviews.jsonl``), and :class:`LexiconSentiment`, a gold
+  sentiment scorer defined here in a few lines, so its value is exact and offline.
+* ``full``: IMDb (``stanfordnlp/imdb``) from the Hub and a Hub sentiment classifier
+  (:class:`ClassifierSentiment`, ``lvwerra/distilbert-imdb`` by default) as the gold reward.
+
+Gold reward (both profiles): P(positive | review text), a number in (0, 1).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+
+DATA_PATH = Path(__file__).resolve().parents[2] / "data" / "sentiment_reviews.jsonl"
+GENERATOR_VERSION = 1  # bump when the generator changes; it is part of the runs/ cache key
+
+# --- the word lists behind the generator and the gold scorer ----------------------
+POSITIVE = ["wonderful", "brilliant", "great", "superb", "moving", "delightful", "charming", "excellent",
+            "beautiful", "fantastic", "gripping", "funny", "clever", "touching", "stunning", "memorable",
+            "enjoyable", "powerful", "fresh", "perfect"]
+NEGATIVE = ["awful", "terrible", "boring", "dull", "weak", "bad", "poor", "dreadful", "tedious", "messy",
+            "forgettable", "clumsy", "painful", "bland", "predictable", "lifeless", "silly", "disappointing",
+            "flat", "horrible"]
+POSITIVE_VERBS = ["loved", "enjoyed", "liked", "admired"]
+NEGATIVE_VERBS = ["hated", "disliked", "regretted", "endured"]
+SUBJECTS = ["film", "movie", "story", "plot", "acting", "cast", "director", "script", "soundtrack", "ending",
+            "dialogue", "characters", "pacing", "visuals", "lead actor", "music"]
+OPENINGS = ["I watched this film", "I saw this movie", "This movie", "This film", "The movie", "The film",
+            "My friend and I watched this", "I went to see this", "We rented this movie", "I finally saw this film",
+            "Last night I watched this", "This is a film"]
+CONNECTORS = [" last weekend.", " with my family.", " on a rainy Sunday.", " at a small theater.",
+              " after reading the book.", " because of the trailer.", " on a long flight.", "."]
+NEGATIONS = {"not", "never", "no", "hardly", "isn't", "wasn't", "didn't", "don't"}
+
+
+def _sentence(rng: random.Random, positive: bool) -> str:
+    """One sentence about one aspect of the film, positive or negative."""
+    adj = rng.choice(POSITIVE if positive else NEGATIVE)
+    other = rng.choice(NEGATIVE if positive else POSITIVE)
+    subject = rng.choice(SUBJECTS)
+    verb = rng.choice(POSITIVE_VERBS if positive else NEGATIVE_VERBS)
+    templates = [
+        f"The {subject} was {adj}.",
+        f"The {subject} is really {adj}.",
+        f"I thought the {subject} was {adj}.",
+        f"The {subject} was not {other}.",  # negation: the opposite word, flipped
+        f"I {verb} the {subject}.",
+        f"Overall, a {adj} {rng.choice(['film', 'movie'])}.",
+        f"I would {'' if positive else 'not '}recommend it.",
+        f"The {subject} felt {adj} and {rng.choice(POSITIVE if positive else NEGATIVE)}.",
+    ]
+    return rng.choice(templates)
+
+
+def generate_reviews(n: int, seed: int = 0) -> list[dict]:
+    """``n`` seeded reviews ``{"text", "label"}``: an opening, then 2 to 4 sentences.
+
+    A review is positive (label 1) or negative (label 0) with equal odds; each sentence
+    follows the review's sentiment with probability 0.8, so reviews are mixed as real ones are.
+    """
+    rng = random.Random(seed)
+    reviews = []
+    for _ in range(n):
+        label = rng.random() < 0.5
+        opening = rng.choice(OPENINGS) + rng.choice(CONNECTORS)
+        body = [_sentence(rng, label if rng.random() < 0.8 else not label) for _ in range(rng.randint(2, 4))]
+        reviews.append({"text": " ".join([opening, *body]), "label": int(label)})
+    return reviews
+
+
+def review_prompt(text: str, n_words: int) -> str:
+    """The first ``n_words`` words of a review: the prefix a policy must continue."""
+    return " ".join(text.split()[:n_words])
+
+
+def make_prompts(texts: list[str], seed: int = 0, min_words: int = 2, max_words: int = 5) -> list[str]:
+    """A prefix of 2 to 5 words for each review (the DPO paper used 2 to 8 tokens of IMDb)."""
+    rng = random.Random(seed)
+    return [review_prompt(t, rng.randint(min_words, max_words)) for t in texts]
+
+
+# --- the gold reward ----------------------------------------------------------------
+_WORD = re.compile(r"[a-z']+")
+
+
+def lexicon_score(text: str) -> float:
+    """Sum of word polarities, a polarity flipped when a negation precedes it within two words.
+
+    +1 for a positive adjective or verb, -1 for a negative one, and "recommend" counts +1.
+    """
+    words = _WORD.findall(text.lower())
+    score = 0.0
+    for i, word in enumerate(words):
+        if word in _POLARITY:
+            flip = any(w in NEGATIONS for w in words[max(0, i - 2):i])
+            score += -_POLARITY[word] if flip else _POLARITY[word]
+    return score
+
+
+_POLARITY = {**{w: 1.0 for w in POSITIVE + POSITIVE_VERBS + ["recommend"]},
+             **{w: -1.0 for w in NEGATIVE + NEGATIVE_VERBS}}
+
+
+class LexiconSentiment:
+    """Gold reward of the tiny profile: P(positive) = sigmoid(lexicon_score(text)).
+
+    Like a classifier's probability it saturates: a review with three more positive
+    than negative words already scores 0.95. It is exact, fast and offline; it is also
+    hackable (it only counts words), which the failure-mode notebook exploits.
+    """
+
+    name = "lexicon"
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        return np.array([1.0 / (1.0 + math.exp(-lexicon_score(t))) for t in texts])
+
+
+class ClassifierSentiment:
+    """Gold reward of the full profile: a sequence classifier's P(positive).
+
+    ``name_or_path`` is a Hub id or a local folder with a ``save_pretrained`` sentiment
+    classifier; ``positive_label`` names its positive class (``lvwerra/distilbert-imdb``
+    calls it ``POSITIVE``; a label id works too).
+    """
+
+    def __init__(self, name_or_path: str = "lvwerra/distilbert-imdb", positive_label: str | int = "POSITIVE",
+                 device=None, batch_size: int = 64, max_length: int = 512):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.name = str(name_or_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path).eval()
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device)
+        label2id = {str(k): v for k, v in self.model.config.label2id.items()}
+        if isinstance(positive_label, int):
+            self.positive_id = positive_label
+        elif positive_label in label2id:
+            self.positive_id = label2id[positive_label]
+        else:
+            raise ValueError(f"{name_or_path} has labels {sorted(label2id)}, not {positive_label!r}")
+        self.batch_size, self.max_length = batch_size, max_length
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(texts), self.batch_size):
+                enc = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
+                                     truncation=True, max_length=self.max_length).to(self.device)
+                probs = self.model(**enc).logits.float().softmax(-1)[:, self.positive_id]
+                out.append(probs.cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0)
+
+
+# --- loading reviews ----------------------------------------------------------------
+
+def load_reviews(source: str = "generated", split: str = "train", limit: int | None = None) -> list[str]:
+    """Review texts: ``"generated"`` (the shipped file), or IMDb in the Hub's schema.
+
+    Any other ``source`` is read with ``datasets.load_dataset``: a Hub id such as
+    ``"stanfordnlp/imdb"`` or a local folder/file in its layout (a ``text`` column).
+    IMDb's ``<br />`` line breaks are turned into spaces.
+    """
+    if source == "generated":
+        import json
+
+        with DATA_PATH.open(encoding="utf-8") as handle:
+            texts = [json.loads(line)["text"] for line in handle if line.strip()]
+        # the shipped file has one list; the held-out split is its last fifth
+        cut = len(texts) * 4 // 5
+        texts = texts[:cut] if split == "train" else texts[cut:]
+    else:
+        import datasets
+
+        path = Path(source)
+        if path.is_file():
+            kind = "parquet" if path.suffix == ".parquet" else "json"
+            ds = datasets.load_dataset(kind, data_files={split: str(path)}, split=split)
+        else:
+            ds = datasets.load_dataset(source, split=split)
+        if "text" not in ds.column_names:
+            raise ValueError(f"{source} [{split}] has columns {ds.column_names}; expected a 'text' column")
+        texts = [t.replace("<br />", " ") for t in ds["text"]]
+    return texts[:limit] if limit is not None else texts
+
+
+def write_reviews(path: Path = DATA_PATH, n: int = 3000, seed: int = 0) -> Path:
+    """Rebuild ``data/sentiment_reviews.jsonl`` bit for bit."""
+    from dpo_lab.data import save_jsonl
+
+    return save_jsonl(generate_reviews(n, seed), path)
+
+
+if __name__ == "__main__":
+    # python -m dpo_lab.tasks.sentiment   rebuilds data/sentiment_reviews.jsonl
+    print(f"wrote {write_reviews()}")
+
+
+# --- the pipeline of the paper: SFT -> sample and rank -> pairs (cached under runs/) ----
+
+def sft_model(cfg: dict, tokenizer, progress: bool = True):
+    """The SFT model of a config: trained on reviews, or loaded from ``runs/`` if cached.
+
+    ``cfg`` keys: ``model`` ("tiny" or a Hub id/folder), ``model_sizes`` (tiny only),
+    ``reviews`` (a :func:`load_reviews` source), ``n_sft_reviews``, ``sft_epochs``, ``sft_lr``,
+    ``sft_batch_size``, ``max_length``, ``seed``. SFT trains on whole reviews (the prompt is
+    just the BOS token), so the model can continue any opening.
+    Returns ``(model, folder)``.
+    """
+    from dpo_lab.cache import file_digest, run_dir
+    from dpo_lab.models import load_model
+    from dpo_lab.train import train_sft
+
+    keys = ["model", "model_sizes", "reviews", "n_sft_reviews", "sft_epochs", "sft_lr", "sft_batch_size",
+            "max_length", "seed"]
+    spec = {k: cfg.get(k) for k in keys}
+    local = Path(tokenizer.name_or_path)
+    # a local tokenizer is keyed by its files (not its absolute path); a Hub one by its name
+    spec.update(task="sentiment", generator=GENERATOR_VERSION,
+                tokenizer=file_digest(local) if local.exists() else tokenizer.name_or_path)
+    folder = run_dir("sentiment-sft", spec)
+    if (folder / "model.safetensors").exists():
+        from transformers import AutoModelForCausalLM
+
+        print(f"loading the cached SFT model from {folder}")
+        return AutoModelForCausalLM.from_pretrained(folder).eval(), folder
+    model = load_model(cfg["model"], tokenizer, seed=cfg["seed"], **(cfg.get("model_sizes") or {}))
+    reviews = load_reviews(cfg["reviews"], "train", cfg["n_sft_reviews"])
+    history = train_sft(model, tokenizer, [""] * len(reviews), reviews, epochs=cfg["sft_epochs"],
+                        lr=cfg["sft_lr"], batch_size=cfg["sft_batch_size"], max_length=cfg["max_length"],
+                        seed=cfg["seed"], progress=progress)
+    model.save_pretrained(folder)
+    history.to_csv(folder / "sft_history.csv", index=False)
+    return model.eval(), folder
+
+
+def preference_pairs(prompts: list[str], texts: list[str], rewards, n: int) -> tuple[list[dict], int]:
+    """Best-versus-worst pairs from ``n`` ranked samples a prompt (prompt-major order).
+
+    For each prompt the completion with the highest gold reward is ``chosen`` and the
+    lowest is ``rejected``. A prompt whose samples all tie (or whose best and worst
+    texts are identical) gives no pair; the number skipped is returned, not hidden.
+    Each record also carries ``chosen_reward`` and ``rejected_reward``.
+    """
+    rewards = np.asarray(rewards)
+    pairs, skipped = [], 0
+    for i in range(0, len(texts), n):
+        r = rewards[i:i + n]
+        best, worst = i + int(np.argmax(r)), i + int(np.argmin(r))
+        if r.max() == r.min() or texts[best] == texts[worst] or not texts[best].strip() or not texts[worst].strip():
+            skipped += 1
+            continue
+        pairs.append({"prompt": prompts[i], "chosen": texts[best], "rejected": texts[worst],
+                      "chosen_reward": float(rewards[best]), "rejected_reward": float(rewards[worst])})
+    return pairs, skipped
+
+
+def sft_pairs(cfg: dict, model, tokenizer, gold, sft_folder: Path) -> tuple[list[dict], dict]:
+    """Preference pairs from the SFT model's own samples, ranked by the gold reward (cached).
+
+    For ``n_train_prompts`` training prefixes, sample ``samples_per_prompt`` completions,
+    score prefix + completion with ``gold``, and keep best-versus-worst. Returns the pairs
+    and a small report (prompts, pairs, skipped ties, seconds).
+    """
+    import json
+    import time
+
+    from dpo_lab.data import load_jsonl, save_jsonl
+    from dpo_lab.evaluate import sample
+
+    path = sft_folder / f"pairs-{cfg['n_train_prompts']}x{cfg['samples_per_prompt']}-{cfg['max_new_tokens']}" \
+                        f"-{getattr(gold, 'name', 'gold')}.jsonl".replace("/", "_")
+    report_path = path.with_suffix(".report.json")
+    if path.exists() and report_path.exists():
+        print(f"loading cached pairs from {path}")
+        full = [json.loads(line) for line in path.read_text().splitlines()]
+        load_jsonl(path)  # validates every record
+        return full, json.loads(report_path.read_text())
+    start = time.perf_counter()
+    reviews = load_reviews(cfg["reviews"], "train", cfg["n_sft_reviews"])
+    prompts = make_prompts(reviews[:cfg["n_train_prompts"]], seed=cfg["seed"])
+    samples = sample(model, tokenizer, prompts, n=cfg["samples_per_prompt"], max_new_tokens=cfg["max_new_tokens"],
+                     seed=cfg["seed"])
+    rewards = gold([p + t for p, t in zip(samples.prompts, samples.texts)])
+    pairs, skipped = preference_pairs(samples.prompts, samples.texts, rewards, cfg["samples_per_prompt"])
+    report = {"prompts": len(prompts), "samples": len(samples.texts), "pairs": len(pairs),
+              "skipped_ties": skipped, "seconds": round(time.perf_counter() - start, 1)}
+    save_jsonl(pairs, path)
+    report_path.write_text(json.dumps(report) + "\n")
+    return pairs, report
+
+
+def eval_prompts(cfg: dict) -> list[str]:
+    """Held-out prefixes: openings of reviews the SFT model never trained on."""
+    held_out = load_reviews(cfg["reviews"], "test")[:cfg["n_eval_prompts"]]
+    return make_prompts(held_out, seed=cfg["seed"] + 1)
+
+
+def evaluate_policy(policy, reference, tokenizer, prompts: list[str], gold, cfg: dict, seed: int = 0) -> dict:
+    """Mean gold reward and KL(pi || pi_ref) from ``eval_samples`` samples a prompt.
+
+    Returns ``{"gold_reward", "kl", "rewards", "samples"}``; ``rewards`` is one a sample.
+    """
+    from dpo_lab.evaluate import kl_to_reference, sample
+
+    samples = sample(policy, tokenizer, prompts, n=cfg["eval_samples"], max_new_tokens=cfg["max_new_tokens"],
+                     seed=seed)
+    rewards = gold([p + t for p, t in zip(samples.prompts, samples.texts)])
+    kl = 0.0 if policy is reference else kl_to_reference(policy, reference, samples, tokenizer.pad_token_id)
+    return {"gold_reward": float(np.mean(rewards)), "kl": kl, "rewards": rewards, "samples": samples}
