@@ -11,6 +11,11 @@ One concept a module; read any of them top to bottom:
 * ``losses``    DPO and its variants
 * ``train``     SFT and DPO training loops as plain functions
 * ``sampling``  batched generation with the KV cache
+* ``evaluate``  samples with their ids, KL to the reference, win rates
+* ``cache``     config-keyed folders under runs/ for work notebooks share
+* ``bench``     the cost of a DPO step: memory set-ups, dpo_lab against TRL
+* ``diffusion`` a tiny DDPM and the Diffusion-DPO loss
+* ``tasks``     one module a task: data, gold reward, Hub mapping
 * ``results``   saving a notebook's headline numbers
 * ``plotting``  plots used by more than one notebook
 """
