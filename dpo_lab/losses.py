@@ -85,3 +85,68 @@ def nll_loss(chosen_logps: torch.Tensor, chosen_lengths: torch.Tensor) -> torch.
     keep the chosen likelihood from falling.
     """
     return -chosen_logps / chosen_lengths.clamp(min=1).to(chosen_logps.dtype)
+
+
+# --- reference-free variants: no pi_ref in the loss ----------------------------------
+# Both take *length-averaged* log-probs, (1/|y|) log pi(y|x), one number a completion.
+
+
+def simpo_loss(policy_chosen_avg_logps: torch.Tensor, policy_rejected_avg_logps: torch.Tensor,
+               beta: float = 2.0, gamma: float = 0.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SimPO (Meng, Xia and Chen, 2024, "SimPO: Simple Preference Optimization with a
+    Reference-Free Reward", eq. 6).
+
+    The reward is the policy's own *per-token* log-likelihood, ``r(x, y) = beta/|y| log pi(y|x)``,
+    with no reference model; a target margin ``gamma > 0`` asks the chosen reward to beat
+    the rejected one by at least gamma:
+
+        L = -log sigma( beta * (avg_w - avg_l) - gamma )
+
+    Averaging over tokens is the point: a summed log-prob rewards a completion for being
+    short or long (every extra token changes it), a per-token one does not.
+
+    Returns ``(losses, chosen_rewards, rejected_rewards)``; the rewards are
+    ``beta * avg_logp``, detached.
+    """
+    if beta <= 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    if gamma < 0:
+        raise ValueError(f"gamma (the target margin) must be >= 0, got {gamma}")
+    logits = beta * (policy_chosen_avg_logps - policy_rejected_avg_logps) - gamma
+    losses = -F.logsigmoid(logits)
+    return losses, beta * policy_chosen_avg_logps.detach(), beta * policy_rejected_avg_logps.detach()
+
+
+def log_odds(avg_logps: torch.Tensor) -> torch.Tensor:
+    """``log(p / (1 - p))`` with ``p = exp(avg_logp)``, the per-token likelihood of a completion.
+
+    Written as ``avg_logp - log(1 - exp(avg_logp))`` with ``log1p`` so it stays accurate;
+    ``avg_logp`` must be < 0 (p < 1), which any real completion's is.
+    """
+    if (avg_logps >= 0).any():
+        raise ValueError("log_odds needs average log-probs below 0 (a probability below 1)")
+    return avg_logps - torch.log1p(-torch.exp(avg_logps))
+
+
+def orpo_loss(policy_chosen_avg_logps: torch.Tensor, policy_rejected_avg_logps: torch.Tensor,
+              lam: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ORPO (Hong, Lee and Thorne, 2024, "ORPO: Monolithic Preference Optimization without
+    Reference Model", eqs. 6-7).
+
+    SFT and preference learning in one loss, without a reference model. With
+    ``p(y|x) = exp(avg_logp)`` (the per-token likelihood) and ``odds(y|x) = p / (1 - p)``:
+
+        L = -avg_w  +  lam * ( -log sigma( log odds(y_w|x) - log odds(y_l|x) ) )
+
+    The first term is the SFT (NLL) loss on the chosen completion, per token; the second
+    is the odds-ratio term, which pushes the odds of the chosen above those of the rejected.
+    ``lam`` (the paper's lambda, TRL's ``beta``) weighs the two.
+
+    Returns ``(losses, chosen_rewards, rejected_rewards)``, the rewards being
+    ``lam * avg_logp`` (as TRL logs them), detached.
+    """
+    if lam <= 0:
+        raise ValueError(f"lam must be positive, got {lam}")
+    ratio = log_odds(policy_chosen_avg_logps) - log_odds(policy_rejected_avg_logps)
+    losses = -policy_chosen_avg_logps - lam * F.logsigmoid(ratio)
+    return losses, lam * policy_chosen_avg_logps.detach(), lam * policy_rejected_avg_logps.detach()

@@ -21,7 +21,11 @@ from tqdm.auto import tqdm
 
 from dpo_lab.collate import collate_pairs, encode_examples, encode_pairs, pad_batch
 from dpo_lab.logprobs import sequence_logprobs
-from dpo_lab.losses import dpo_loss, nll_loss
+from dpo_lab.losses import LOSS_TYPES, dpo_loss, nll_loss, orpo_loss, simpo_loss
+
+# losses that score a completion by its per-token mean log-prob, and those with no reference in them
+AVERAGED_LOSSES = ("ipo", "simpo", "orpo")
+REFERENCE_FREE_LOSSES = ("simpo", "orpo")
 
 
 def _batches(n: int, batch_size: int, epochs: float, seed: int):
@@ -106,39 +110,51 @@ def precompute_ref_logps(ref_model, tokenizer, chosen, rejected, batch_size: int
 
 def dpo_batch_loss(policy, batch: dict, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, *,
                    beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
-                   nll_alpha: float = 0.0) -> tuple[torch.Tensor, dict]:
+                   nll_alpha: float = 0.0, simpo_gamma: float = 0.5) -> tuple[torch.Tensor, dict]:
     """The DPO loss of one collated pair batch (chosen rows first), and its metrics.
 
     One forward pass scores chosen and rejected together. ``loss_type="ipo"`` uses
     length-averaged log-probs (as TRL does); the reference log-probs given must then
     be averaged too. ``nll_alpha > 0`` adds alpha times the per-token NLL of the chosen
     completion (DPO+NLL).
+
+    The reference-free losses of :mod:`dpo_lab.losses` are dispatched here too, on
+    length-averaged log-probs (the reference log-probs are then unused):
+    ``loss_type="simpo"`` (``beta`` and ``simpo_gamma``) and ``loss_type="orpo"``
+    (``beta`` is ORPO's lambda).
     """
-    average = loss_type == "ipo"
+    if loss_type not in LOSS_TYPES + REFERENCE_FREE_LOSSES:
+        raise ValueError(f"loss_type={loss_type!r} is not one of {LOSS_TYPES + REFERENCE_FREE_LOSSES}")
+    average = loss_type in AVERAGED_LOSSES
+    if loss_type in REFERENCE_FREE_LOSSES and label_smoothing:
+        raise ValueError(f"label_smoothing is not defined for loss_type={loss_type!r}")
     logps = sequence_logprobs(policy, **batch, average=average)
     half = logps.shape[0] // 2
     chosen, rejected = logps[:half], logps[half:]
-    losses, r_chosen, r_rejected = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=beta,
-                                            loss_type=loss_type, label_smoothing=label_smoothing)
+    if loss_type == "simpo":
+        losses, r_chosen, r_rejected = simpo_loss(chosen, rejected, beta=beta, gamma=simpo_gamma)
+    elif loss_type == "orpo":
+        losses, r_chosen, r_rejected = orpo_loss(chosen, rejected, lam=beta)
+    else:
+        losses, r_chosen, r_rejected = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=beta,
+                                                loss_type=loss_type, label_smoothing=label_smoothing)
     loss = losses.mean()
     if nll_alpha:
         lengths = batch["completion_mask"][:half].sum(-1)
         chosen_sum = chosen * lengths if average else chosen
         loss = loss + nll_alpha * nll_loss(chosen_sum, lengths).mean()
-    metrics = {
-        "loss": loss.item(),
-        "rewards/chosen": r_chosen.mean().item(),
-        "rewards/rejected": r_rejected.mean().item(),
-        "rewards/margins": (r_chosen - r_rejected).mean().item(),
-        "rewards/accuracies": (r_chosen > r_rejected).float().mean().item(),
-        "logps/chosen": chosen.detach().mean().item(),
-        "logps/rejected": rejected.detach().mean().item(),
-    }
+    names = ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+             "logps/chosen", "logps/rejected"]
+    values = torch.stack([loss.detach(), r_chosen.mean(), r_rejected.mean(), (r_chosen - r_rejected).mean(),
+                          (r_chosen > r_rejected).float().mean(), chosen.detach().mean(), rejected.detach().mean()])
+    # one transfer to Python for all metrics: on a GPU each .item() would wait for the device
+    metrics = dict(zip(names, values.float().tolist()))
     return loss, metrics
 
 
 def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 0.1,
               loss_type: str = "sigmoid", label_smoothing: float = 0.0, nll_alpha: float = 0.0,
+              simpo_gamma: float = 0.5,
               epochs: float = 1.0, batch_size: int = 16, lr: float = 1e-4, weight_decay: float = 0.0,
               max_prompt_length=None, max_length=None, grad_clip: float = 1.0, seed: int = 0,
               ref_logps: tuple[torch.Tensor, torch.Tensor] | None = None, checkpoint_every: int | None = None,
@@ -152,10 +168,16 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
     ``on_checkpoint(step, policy)`` is called every ``checkpoint_every`` steps and after
     the last step (for evaluating the policy along training); whatever it returns that
     is a dict is merged into that step's metrics row.
+
+    ``loss_type`` is one of :data:`dpo_lab.losses.LOSS_TYPES` or a reference-free loss,
+    ``"simpo"`` or ``"orpo"`` (see :func:`dpo_batch_loss`); those need neither a
+    reference model nor ``ref_logps``.
     """
     device = next(policy.parameters()).device
     chosen, rejected, _ = encode_pairs(tokenizer, pairs, max_prompt_length, max_length)
-    average = loss_type == "ipo"
+    average = loss_type in AVERAGED_LOSSES
+    if ref_logps is None and ref_model is None and loss_type in REFERENCE_FREE_LOSSES:
+        ref_logps = (torch.zeros(len(pairs)), torch.zeros(len(pairs)))  # never read by these losses
     if ref_logps is None:
         if ref_model is None:
             raise ValueError("train_dpo needs ref_model or precomputed ref_logps")
@@ -173,7 +195,7 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
                                   tokenizer.pad_token_id), device)
         loss, metrics = dpo_batch_loss(policy, batch, ref_chosen[idx].to(device), ref_rejected[idx].to(device),
                                        beta=beta, loss_type=loss_type, label_smoothing=label_smoothing,
-                                       nll_alpha=nll_alpha)
+                                       nll_alpha=nll_alpha, simpo_gamma=simpo_gamma)
         _check_finite(loss, step, desc)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
