@@ -1,0 +1,135 @@
+"""Measuring what a method costs: wall time, peak memory, models held, completions sampled.
+
+"DPO is cheaper than RLHF" is a claim about numbers, so we measure them:
+
+* ``wall_s``: seconds of wall-clock time (``time.perf_counter``), and ``cpu_s``, the CPU
+  seconds of the process (``time.process_time``, all threads): on shared cores wall time
+  grows with the other jobs, CPU time much less, so comparisons are made on both. Work
+  inside the block that is not the method's (evaluating checkpoints) is left out with
+  :func:`exclude`;
+* ``peak_mem_mb``: on a GPU, the peak of ``torch.cuda.max_memory_allocated`` during the
+  block (everything the method had on the device, models included); on a CPU, the peak
+  *rise* of the process's resident memory (RSS) above its level when the block began,
+  polled every few milliseconds (the process also holds Python, PyTorch and earlier
+  work, so the rise is what the method itself added);
+* ``models_in_memory`` and ``samples``: counted by the caller, who knows them;
+* :func:`model_memory_mb`: the memory that weights, gradients and AdamW's two moments
+  need, computed from the parameter counts: what dominates at scale, whatever the
+  allocator does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from contextlib import contextmanager
+
+import torch
+
+
+def rss_mb() -> float:
+    """The process's resident memory now, in MiB (psutil if present, else /proc, else the peak so far)."""
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+    except ImportError:
+        pass
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:  # no /proc (macOS without psutil): the lifetime peak is all we can read
+        try:
+            import resource
+        except ImportError:  # Windows without psutil (jupyter installs psutil): memory goes unmeasured
+            return 0.0
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+class _RssPoller(threading.Thread):
+    """Polls the RSS in the background and keeps its maximum."""
+
+    def __init__(self, interval: float):
+        super().__init__(daemon=True)
+        self.interval, self.peak = interval, rss_mb()
+        self._stop_event = threading.Event()
+
+    def run(self):
+        while not self._stop_event.wait(self.interval):
+            self.peak = max(self.peak, rss_mb())
+
+    def stop(self) -> float:
+        self._stop_event.set()
+        self.join()
+        self.peak = max(self.peak, rss_mb())
+        return self.peak
+
+
+@contextmanager
+def measure(method: str, models_in_memory: int | None = None, samples: int = 0, device=None,
+            interval: float = 0.005):
+    """Measure the block's wall time and peak memory; yields a dict filled in on exit.
+
+    The dict holds ``method``, ``models_in_memory``, ``samples`` (update it inside the
+    block if you count as you go), and on exit ``wall_s``, ``cpu_s``, ``peak_mem_mb`` and
+    ``memory_kind`` (``"cuda max allocated"`` or ``"cpu rss rise"``).
+    """
+    device = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
+    record = {"method": method, "models_in_memory": models_in_memory, "samples": samples}
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        poller = _RssPoller(interval)
+        start_rss = poller.peak
+        poller.start()
+    start, start_cpu = time.perf_counter(), time.process_time()
+    try:
+        yield record
+    finally:
+        if cuda:
+            torch.cuda.synchronize(device)
+        # time spent in exclude() blocks (evaluations run during training) is not the method's cost
+        record["wall_s"] = time.perf_counter() - start - record.get("excluded_wall_s", 0.0)
+        record["cpu_s"] = time.process_time() - start_cpu - record.get("excluded_cpu_s", 0.0)
+        if cuda:
+            record["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+            record["memory_kind"] = "cuda max allocated"
+        else:
+            record["peak_mem_mb"] = max(0.0, poller.stop() - start_rss)
+            record["memory_kind"] = "cpu rss rise"
+
+
+@contextmanager
+def exclude(record: dict):
+    """Leave this block's time out of ``record``, the dict an enclosing :func:`measure` yielded.
+
+    For work done inside a measured block that is not the method's cost, such as
+    evaluating checkpoints during training. The time left out is kept in the record as
+    ``excluded_wall_s`` and ``excluded_cpu_s``. (Memory cannot be split this way: the peak
+    includes the excluded work.)
+    """
+    start, start_cpu = time.perf_counter(), time.process_time()
+    try:
+        yield
+    finally:
+        record["excluded_wall_s"] = record.get("excluded_wall_s", 0.0) + time.perf_counter() - start
+        record["excluded_cpu_s"] = record.get("excluded_cpu_s", 0.0) + time.process_time() - start_cpu
+
+
+def model_memory_mb(held=(), trained=(), optimizer_states: int = 2) -> float:
+    """MiB for the weights of every model in ``held`` and ``trained``, plus, for ``trained``
+    ones, a gradient and ``optimizer_states`` moments (2 for AdamW) per parameter.
+
+    Activations are not counted (they depend on batch size and sequence length).
+    """
+    def nbytes(model):
+        return sum(p.numel() * p.element_size() for p in model.parameters())
+
+    total = sum(nbytes(m) for m in held) + sum(nbytes(m) * (2 + optimizer_states) for m in trained)
+    return total / 2**20

@@ -1,0 +1,146 @@
+"""RLOO: REINFORCE with a leave-one-out baseline, the online RL baseline of the RLHF pipeline.
+
+Objective (the one DPO solves in closed form, Rafailov et al., 2023, eq. 3):
+
+    max_pi  E_{x, y ~ pi} [ R(x, y) ] - beta * KL(pi || pi_ref)
+
+RLOO (Kool et al., 2019; Ahmadian et al., 2024, "Back to basics: revisiting REINFORCE
+style optimization for learning from human feedback in LLMs") treats a whole completion
+as one action. For each prompt it samples k completions y_1..y_k and gives each the
+KL-penalised reward
+
+    r_i = R(x, y_i) - beta * (log pi(y_i|x) - log pi_ref(y_i|x))
+
+(the sampled log-ratio is a one-sample estimate of the KL). The baseline of sample i is
+the mean reward of the *other* k - 1 samples of the same prompt, so no value network
+(PPO's critic) is needed and the baseline does not depend on y_i (the gradient stays
+unbiased):
+
+    A_i = r_i - (1 / (k - 1)) * sum_{j != i} r_j
+
+and the loss is the REINFORCE surrogate, whose gradient is the policy gradient:
+
+    L = -(1 / (B k)) * sum_i A_i * log pi(y_i | x)      (A_i held constant)
+
+``R`` is any callable ``texts -> numpy array``: a learned reward model (the RLHF
+pipeline) or the task's gold reward (an oracle upper bound).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from dpo_lab.collate import pad_batch
+from dpo_lab.evaluate import sample, score_samples
+from dpo_lab.logprobs import sequence_logprobs
+
+
+def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """A_i = r_i - mean of the other k - 1 rewards of the same prompt; ``rewards`` is ``(prompts, k)``.
+
+    Equivalently A_i = k / (k - 1) * (r_i - mean_j r_j): the advantages of a prompt sum to 0.
+    """
+    if rewards.ndim != 2 or rewards.shape[1] < 2:
+        raise ValueError(f"RLOO needs rewards of shape (prompts, k) with k >= 2 samples a prompt, "
+                         f"got {tuple(rewards.shape)}")
+    k = rewards.shape[1]
+    baseline = (rewards.sum(1, keepdim=True) - rewards) / (k - 1)
+    return rewards - baseline
+
+
+def kl_penalized_rewards(scores: torch.Tensor, policy_logps: torch.Tensor, ref_logps: torch.Tensor,
+                         kl_coef: float) -> torch.Tensor:
+    """r = R(x, y) - beta * (log pi(y|x) - log pi_ref(y|x)), one a sample (no gradient flows)."""
+    return scores - kl_coef * (policy_logps.detach() - ref_logps)
+
+
+def rloo_loss(policy_logps: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """The REINFORCE surrogate -mean(A_i * log pi(y_i|x)), advantages held constant."""
+    return -(advantages.detach() * policy_logps).mean()
+
+
+def _prompt_batches(n: int, per_step: int, steps: int, seed: int):
+    """``steps`` batches of prompt indices, walking through seeded shuffles of the prompts."""
+    generator = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    for _ in range(steps):
+        if len(order) < per_step:
+            order += torch.randperm(n, generator=generator).tolist()
+        yield order[:per_step]
+        order = order[per_step:]
+
+
+def train_rloo(policy, ref_model, tokenizer, prompts: list[str], reward_fn, *, kl_coef: float = 0.05, k: int = 4,
+               steps: int = 50, prompts_per_step: int = 32, lr: float = 1e-4, max_new_tokens: int = 32,
+               temperature: float = 1.0, grad_clip: float = 1.0, seed: int = 0, monitor_fn=None,
+               eval_every: int | None = None, on_eval=None, progress: bool = True, desc: str = "RLOO") -> pd.DataFrame:
+    """Train ``policy`` with RLOO against ``reward_fn`` and a KL penalty to the frozen ``ref_model``.
+
+    Each step samples ``k`` completions for each of ``prompts_per_step`` prompts from the
+    current policy, scores them, and takes one gradient step on :func:`rloo_loss`.
+
+    Returns one row a step: ``loss``, ``reward/proxy`` (mean ``reward_fn`` score of the
+    step's samples), ``reward/total`` (after the KL penalty), ``kl`` (mean sampled log-ratio,
+    nats a completion), ``length`` (completion tokens), ``grad_norm``, ``samples`` (completions
+    sampled so far) and, when ``monitor_fn`` is given (a gold reward, for watching
+    over-optimisation; it never enters the gradient), ``reward/gold`` on the same samples.
+    ``on_eval(step, policy)`` runs every ``eval_every`` steps and after the last; a dict it
+    returns is merged into that step's row, and the seconds it took are logged as
+    ``eval_seconds`` so training time can be told apart from evaluation time.
+    """
+    if k < 2:
+        raise ValueError(f"RLOO needs k >= 2 samples a prompt for its leave-one-out baseline, got k={k}")
+    if not prompts:
+        raise ValueError("train_rloo needs at least one prompt")
+    device = next(policy.parameters()).device
+    ref_model.eval()
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=lr)
+    rows, n_samples = [], 0
+    batches = list(_prompt_batches(len(prompts), min(prompts_per_step, len(prompts)), steps, seed))
+    for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress)):
+        # 1. sample k completions a prompt from the current policy (prompt-major order)
+        batch_prompts = [prompts[i] for i in idx]
+        samples = sample(policy, tokenizer, batch_prompts, n=k, max_new_tokens=max_new_tokens,
+                         temperature=temperature, batch_size=len(batch_prompts) * k, seed=seed * 100_003 + step)
+        if any(not c for c in samples.completion_ids):
+            raise ValueError(f"{desc}: step {step} sampled an empty completion; max_new_tokens must be >= 1")
+        n_samples += len(samples.texts)
+        texts = [p + t for p, t in zip(samples.prompts, samples.texts)]
+        scores = torch.as_tensor(np.asarray(reward_fn(texts), dtype=np.float32))
+        # 2. log-probs of the sampled ids: the reference's (constants) and the policy's (with gradient)
+        ref_logps = score_samples(ref_model, samples, tokenizer.pad_token_id, batch_size=len(texts)).to(device)
+        policy.train()
+        batch = pad_batch(list(zip(samples.prompt_ids, samples.completion_ids)), tokenizer.pad_token_id)
+        policy_logps = sequence_logprobs(policy, **{key: v.to(device) for key, v in batch.items()})
+        # 3. KL-penalised rewards, leave-one-out advantages, the REINFORCE step
+        rewards = kl_penalized_rewards(scores.to(device), policy_logps, ref_logps, kl_coef)
+        advantages = rloo_advantages(rewards.view(len(idx), k)).view(-1)
+        loss = rloo_loss(policy_logps, advantages)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{desc}: the loss became {loss.item()} at step {step}; lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
+        optimizer.step()
+        kl = (policy_logps.detach() - ref_logps).mean().item()
+        row = {"step": step + 1, "loss": loss.item(), "reward/proxy": scores.mean().item(),
+               "reward/total": rewards.mean().item(), "kl": kl, "length": batch["completion_mask"].sum(-1).float()
+               .mean().item(), "grad_norm": grad_norm.item(), "samples": n_samples}
+        if monitor_fn is not None:
+            row["reward/gold"] = float(np.mean(monitor_fn(texts)))
+        last = step == len(batches) - 1
+        if on_eval is not None and ((eval_every and (step + 1) % eval_every == 0) or last):
+            policy.eval()
+            start = time.perf_counter()
+            extra = on_eval(step + 1, policy)
+            row["eval_seconds"] = time.perf_counter() - start
+            if isinstance(extra, dict):
+                row.update(extra)
+        rows.append(row)
+    policy.eval()
+    return pd.DataFrame(rows)

@@ -1,0 +1,111 @@
+"""RLOO: advantages and rewards by hand, the loss's gradient, and a run that learns; and the cost meter."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from dpo_lab.costs import exclude, measure, model_memory_mb
+from dpo_lab.rloo import kl_penalized_rewards, rloo_advantages, rloo_loss, train_rloo
+
+
+def test_rloo_advantage_by_hand():
+    rewards = torch.tensor([[1.0, 2.0, 3.0, 6.0], [0.5, 0.5, 0.5, 0.5]])
+    # prompt 0: each reward minus the mean of the other three: 1 - 11/3, 2 - 10/3, 3 - 9/3, 6 - 6/3
+    expected = [[-8 / 3, -4 / 3, 0.0, 4.0], [0.0, 0.0, 0.0, 0.0]]
+    assert rloo_advantages(rewards).tolist() == [pytest.approx(row) for row in expected]
+    # k = 2: each sample's baseline is the other sample
+    assert rloo_advantages(torch.tensor([[3.0, 1.0]])).tolist() == [[2.0, -2.0]]
+    # the identity A_i = k/(k-1) (r_i - mean)
+    r = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(rloo_advantages(r), 1.5 * (r - r.mean(1, keepdim=True)), atol=1e-6)
+
+
+def test_rloo_advantage_rejects_one_sample_a_prompt():
+    with pytest.raises(ValueError, match="k >= 2"):
+        rloo_advantages(torch.tensor([[1.0], [2.0]]))
+    with pytest.raises(ValueError, match="k >= 2"):
+        rloo_advantages(torch.tensor([1.0, 2.0]))
+
+
+def test_kl_penalized_reward_by_hand():
+    scores = torch.tensor([2.0, 0.5])
+    policy, ref = torch.tensor([-10.0, -4.0], requires_grad=True), torch.tensor([-13.0, -3.0])
+    rewards = kl_penalized_rewards(scores, policy, ref, kl_coef=0.1)
+    assert rewards.tolist() == pytest.approx([2.0 - 0.3, 0.5 + 0.1])
+    assert not rewards.requires_grad  # the reward is a constant for REINFORCE
+
+
+def test_rloo_loss_gradient_is_minus_advantage_over_n():
+    logps = torch.tensor([-3.0, -5.0, -1.0], requires_grad=True)
+    advantages = torch.tensor([1.0, -2.0, 0.5])
+    loss = rloo_loss(logps, advantages)
+    loss.backward()
+    assert loss.item() == pytest.approx(-(-3.0 + 10.0 - 0.5) / 3)
+    assert logps.grad.tolist() == pytest.approx([-1 / 3, 2 / 3, -0.5 / 3])
+
+
+def test_train_rloo_raises_the_reward_and_logs_it(tiny_model, tokenizer):
+    """Reward: the completion's length in characters / 10 (long tokens pay). 30 steps at a high learning rate
+    raise it from about 2 to about 3.5."""
+    def chars(texts):
+        return np.array([len(t) - len("The film") for t in texts]) / 10
+
+    torch.manual_seed(0)
+    ref = tiny_model
+    policy = copy.deepcopy(ref).requires_grad_(True)
+    evaluated = []
+    history = train_rloo(policy, ref, tokenizer, ["The film"] * 4, chars, kl_coef=0.01, k=4, steps=30,
+                         prompts_per_step=4, lr=1e-2, max_new_tokens=6, seed=0, monitor_fn=lambda t: -chars(t),
+                         eval_every=10, on_eval=lambda step, m: evaluated.append(step) or {"marker": step},
+                         progress=False)
+    assert len(history) == 30 and evaluated == [10, 20, 30]
+    assert history["samples"].iloc[-1] == 30 * 16
+    assert history.kl.iloc[0] == pytest.approx(0.0, abs=1e-5)  # step 1 samples the reference itself
+    assert history["reward/proxy"].iloc[-5:].mean() > history["reward/proxy"].iloc[:5].mean() + 1.0
+    assert history.kl.iloc[-1] > 1.0  # bought with KL from the reference
+    assert np.allclose(history["reward/gold"], -history["reward/proxy"])  # the monitor saw the same samples
+    assert history.marker.dropna().tolist() == [10, 20, 30] and (history.eval_seconds.dropna() >= 0).all()
+    # seeded: the same run again gives the same numbers
+    again = train_rloo(copy.deepcopy(ref).requires_grad_(True), ref, tokenizer, ["The film"] * 4, chars,
+                       kl_coef=0.01, k=4, steps=3, prompts_per_step=4, lr=1e-2, max_new_tokens=6, seed=0,
+                       progress=False)
+    assert np.allclose(again["reward/proxy"], history["reward/proxy"].iloc[:3])
+
+
+def test_train_rloo_bad_input(tiny_model, tokenizer):
+    with pytest.raises(ValueError, match="k >= 2"):
+        train_rloo(tiny_model, tiny_model, tokenizer, ["a"], lambda t: np.zeros(len(t)), k=1, progress=False)
+    with pytest.raises(ValueError, match="at least one prompt"):
+        train_rloo(tiny_model, tiny_model, tokenizer, [], lambda t: np.zeros(len(t)), progress=False)
+
+
+def test_measure_times_and_excludes():
+    import time
+
+    with measure("sleepy", models_in_memory=2, samples=5) as record:
+        time.sleep(0.05)
+        with exclude(record):
+            time.sleep(0.1)
+        _ = sum(i * i for i in range(200_000))  # some CPU work
+    assert record["method"] == "sleepy" and record["models_in_memory"] == 2 and record["samples"] == 5
+    assert 0.05 <= record["wall_s"] < 0.1 and record["excluded_wall_s"] >= 0.1
+    assert 0 < record["cpu_s"] <= record["wall_s"] + 0.01
+    assert record["peak_mem_mb"] >= 0 and record["memory_kind"] in ("cpu rss rise", "cuda max allocated")
+
+
+def test_measure_sees_a_large_allocation():
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU machine measure() reports CUDA memory")
+    with measure("alloc") as record:
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        del block
+    assert record["peak_mem_mb"] > 48
+
+
+def test_model_memory_by_hand():
+    model = torch.nn.Linear(10, 5)  # 55 float32 parameters = 220 bytes
+    assert model_memory_mb(held=[model]) == pytest.approx(220 / 2**20)
+    # trained: weights, gradients and AdamW's two moments
+    assert model_memory_mb(held=[model], trained=[model]) == pytest.approx(5 * 220 / 2**20)
