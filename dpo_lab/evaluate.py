@@ -59,19 +59,23 @@ def sample(model, tokenizer, prompts: list[str], n: int = 1, max_new_tokens: int
     return Samples(repeated, prompt_ids, completion_ids, texts)
 
 
+def _sample_batches(samples: Samples, pad_token_id: int, batch_size: int, device):
+    """Yield ``(indices, batch)`` over the samples that have at least one completion token."""
+    rows = [i for i, c in enumerate(samples.completion_ids) if c]
+    for start in range(0, len(rows), batch_size):
+        idx = rows[start:start + batch_size]
+        batch = pad_batch([(samples.prompt_ids[i], samples.completion_ids[i]) for i in idx], pad_token_id)
+        yield idx, {k: v.to(device) for k, v in batch.items()}
+
+
 @torch.no_grad()
 def score_samples(model, samples: Samples, pad_token_id: int, batch_size: int = 128) -> torch.Tensor:
     """log pi(completion | prompt) of every sample, summed over its tokens.
 
     A sample with no tokens at all (``max_new_tokens=0``) has log-probability 0.
     """
-    device = next(model.parameters()).device
     out = torch.zeros(len(samples.prompts))
-    rows = [i for i, c in enumerate(samples.completion_ids) if c]
-    for start in range(0, len(rows), batch_size):
-        idx = rows[start:start + batch_size]
-        batch = pad_batch([(samples.prompt_ids[i], samples.completion_ids[i]) for i in idx], pad_token_id)
-        batch = {k: v.to(device) for k, v in batch.items()}
+    for idx, batch in _sample_batches(samples, pad_token_id, batch_size, next(model.parameters()).device):
         out[idx] = sequence_logprobs(model, **batch).float().cpu()
     return out
 
@@ -81,13 +85,8 @@ def token_kl_samples(policy, reference, samples: Samples, pad_token_id: int, bat
     """sum_t KL(pi(.|x, y_<t) || pi_ref(.|x, y_<t)) over the positions of each sample."""
     from dpo_lab.logprobs import position_ids_from_mask
 
-    device = next(policy.parameters()).device
     out = torch.zeros(len(samples.prompts))
-    rows = [i for i, c in enumerate(samples.completion_ids) if c]
-    for start in range(0, len(rows), batch_size):
-        idx = rows[start:start + batch_size]
-        batch = pad_batch([(samples.prompt_ids[i], samples.completion_ids[i]) for i in idx], pad_token_id)
-        batch = {k: v.to(device) for k, v in batch.items()}
+    for idx, batch in _sample_batches(samples, pad_token_id, batch_size, next(policy.parameters()).device):
         kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                       position_ids=position_ids_from_mask(batch["attention_mask"]))
         logp = torch.log_softmax(policy(**kwargs).logits[:, :-1].float(), -1)
