@@ -13,6 +13,9 @@ Notation (Rafailov et al., 2023, "Direct Preference Optimization", eq. 7):
 
 The DPO loss is -log sigma(beta * Delta): the Bradley-Terry likelihood of the
 observed preference when the reward is the implicit reward.
+
+Two reference-free variants follow :func:`dpo_loss`: :func:`simpo_loss` (SimPO) and
+:func:`orpo_loss` (ORPO). They take the policy's per-token mean log-probs only.
 """
 
 from __future__ import annotations
