@@ -27,6 +27,7 @@ import resource
 import sys
 import time
 from contextlib import nullcontext
+from statistics import median
 
 import torch
 
@@ -56,8 +57,8 @@ def peak_memory_mb(device: torch.device) -> float:
                     return int(line.split()[1]) / 1024  # kB
     except OSError:
         pass
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, kB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale / (2**20 if scale == 1 else 1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, kB elsewhere
 
 
 def step_clock(device: torch.device):
@@ -65,12 +66,6 @@ def step_clock(device: torch.device):
     process's CPU time, which does not count the time spent waiting for a core that another program
     holds, so that a busy machine does not decide the comparison."""
     return time.perf_counter if device.type == "cuda" else time.process_time
-
-
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def reset_peak_memory(device: torch.device) -> None:

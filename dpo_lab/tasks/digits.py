@@ -205,9 +205,11 @@ def make_pairs(images_a: torch.Tensor, images_b: torch.Tensor, rewards_a: torch.
 
 
 def win_rate(rewards_new: torch.Tensor, rewards_old: torch.Tensor) -> float:
-    """Fraction of paired samples where the new reward beats the old; ties count one half."""
-    wins = (rewards_new > rewards_old).float() + 0.5 * (rewards_new == rewards_old).float()
-    return wins.mean().item()
+    """Fraction of paired samples where the new reward beats the old; ties count one half
+    (:func:`dpo_lab.evaluate.win_rate` on tensors)."""
+    from dpo_lab.evaluate import win_rate as paired_win_rate
+
+    return paired_win_rate(rewards_new.cpu().numpy(), rewards_old.cpu().numpy())
 
 
 def diversity(images: torch.Tensor, labels: torch.Tensor) -> float:
