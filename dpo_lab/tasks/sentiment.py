@@ -223,7 +223,9 @@ def sft_model(cfg: dict, tokenizer, progress: bool = True):
     just the BOS token), so the model can continue any opening.
     Returns ``(model, folder)``.
     """
-    from dpo_lab.cache import file_digest, run_dir
+    from transformers import AutoModelForCausalLM
+
+    from dpo_lab.cache import cached, file_digest
     from dpo_lab.models import load_model
     from dpo_lab.train import train_sft
 
@@ -234,19 +236,18 @@ def sft_model(cfg: dict, tokenizer, progress: bool = True):
     # a local tokenizer is keyed by its files (not its absolute path); a Hub one by its name
     spec.update(task="sentiment", generator=GENERATOR_VERSION,
                 tokenizer=file_digest(local) if local.exists() else tokenizer.name_or_path)
-    folder = run_dir("sentiment-sft", spec)
-    if (folder / "model.safetensors").exists():
-        from transformers import AutoModelForCausalLM
 
-        print(f"loading the cached SFT model from {folder}")
-        return AutoModelForCausalLM.from_pretrained(folder).eval(), folder
-    model = load_model(cfg["model"], tokenizer, seed=cfg["seed"], **(cfg.get("model_sizes") or {}))
-    reviews = load_reviews(cfg["reviews"], "train", cfg["n_sft_reviews"])
-    history = train_sft(model, tokenizer, [""] * len(reviews), reviews, epochs=cfg["sft_epochs"],
-                        lr=cfg["sft_lr"], batch_size=cfg["sft_batch_size"], max_length=cfg["max_length"],
-                        seed=cfg["seed"], progress=progress)
-    model.save_pretrained(folder)
-    history.to_csv(folder / "sft_history.csv", index=False)
+    def build(folder):
+        model = load_model(cfg["model"], tokenizer, seed=cfg["seed"], **(cfg.get("model_sizes") or {}))
+        reviews = load_reviews(cfg["reviews"], "train", cfg["n_sft_reviews"])
+        history = train_sft(model, tokenizer, [""] * len(reviews), reviews, epochs=cfg["sft_epochs"],
+                            lr=cfg["sft_lr"], batch_size=cfg["sft_batch_size"], max_length=cfg["max_length"],
+                            seed=cfg["seed"], progress=progress)
+        model.save_pretrained(folder)
+        history.to_csv(folder / "sft_history.csv", index=False)
+        return model
+
+    model, folder, _ = cached("sentiment-sft", spec, build, AutoModelForCausalLM.from_pretrained)
     return model.eval(), folder
 
 

@@ -198,7 +198,9 @@ def sft_model(cfg: dict, tokenizer, progress: bool = True):
     ``sft_batch_size``, ``max_length``, ``seed``. Returns ``(model, folder, history)``;
     ``history`` is ``None`` when the model came from the cache.
     """
-    from dpo_lab.cache import file_digest, run_dir
+    from transformers import AutoModelForCausalLM
+
+    from dpo_lab.cache import cached, file_digest
     from dpo_lab.models import load_model
     from dpo_lab.train import train_sft
 
@@ -208,19 +210,19 @@ def sft_model(cfg: dict, tokenizer, progress: bool = True):
     local = Path(tokenizer.name_or_path)
     spec.update(task="summarization", generator=GENERATOR_VERSION,
                 tokenizer=file_digest(local) if local.exists() else tokenizer.name_or_path)
-    folder = run_dir("summarization-sft", spec)
-    if (folder / "model.safetensors").exists():
-        from transformers import AutoModelForCausalLM
 
-        print(f"loading the cached SFT model from {folder}")
-        return AutoModelForCausalLM.from_pretrained(folder).eval(), folder, None
-    model = load_model(cfg["model"], tokenizer, seed=cfg["seed"], **(cfg.get("model_sizes") or {}))
-    docs = load_split(cfg["documents"], "sft", cfg["n_sft_docs"])
-    history = train_sft(model, tokenizer, [d["prompt"] for d in docs], [d["reference"] for d in docs],
-                        epochs=cfg["sft_epochs"], lr=cfg["sft_lr"], batch_size=cfg["sft_batch_size"],
-                        max_length=cfg["max_length"], seed=cfg["seed"], progress=progress)
-    model.save_pretrained(folder)
-    history.to_csv(folder / "sft_history.csv", index=False)
+    def build(folder):
+        model = load_model(cfg["model"], tokenizer, seed=cfg["seed"], **(cfg.get("model_sizes") or {}))
+        docs = load_split(cfg["documents"], "sft", cfg["n_sft_docs"])
+        history = train_sft(model, tokenizer, [d["prompt"] for d in docs], [d["reference"] for d in docs],
+                            epochs=cfg["sft_epochs"], lr=cfg["sft_lr"], batch_size=cfg["sft_batch_size"],
+                            max_length=cfg["max_length"], seed=cfg["seed"], progress=progress)
+        model.save_pretrained(folder)
+        history.to_csv(folder / "sft_history.csv", index=False)
+        return model, history
+
+    load = lambda folder: (AutoModelForCausalLM.from_pretrained(folder), None)
+    (model, history), folder, _ = cached("summarization-sft", spec, build, load)
     return model.eval(), folder, history
 
 
