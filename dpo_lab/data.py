@@ -21,6 +21,8 @@ import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from dpo_lab.paths import data_path
+
 FIELDS = ("prompt", "chosen", "rejected")
 
 
@@ -198,7 +200,7 @@ def load_hub_preferences(
 
 # --- the small sample file the course ships ------------------------------------
 
-SAMPLE_PATH = Path(__file__).resolve().parent.parent / "data" / "sample_preferences.jsonl"
+SAMPLE_PATH = data_path("sample_preferences.jsonl")  # shipped with the package (dpo_lab.paths)
 _SUBJECTS = ["film", "movie", "story", "ending", "cast", "script", "soundtrack", "director"]
 _GOOD = ["was a delight", "was wonderful", "moved me", "was brilliant", "felt fresh and funny"]
 _BAD = ["was a bore", "was awful", "left me cold", "was a mess", "felt slow and dull"]

@@ -24,10 +24,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from dpo_lab.paths import data_dir
+
 VOCAB_SIZE = 2048
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = data_dir()  # data/ of a checkout, or its copy in an installed package
 TOKENIZER_DIR = DATA_DIR / "tokenizer"
 
 # A little English and Python so that common words and code tokens get merges even
