@@ -72,8 +72,8 @@ def check(root: Path) -> list[str]:
                 if name != path.name:
                     problems.append(f"{where}: badge opens {name}, not {path.name}")
                 if owner_repo and ((owner, repo) != owner_repo or badge_ref != ref):
-                    problems.append(f"{where}: badge opens {owner}/{repo}@{badge_ref}, the set-up cell clones "
-                                    f"{owner_repo[0]}/{owner_repo[1]}@{ref}")
+                    problems.append(f"{where}: the badge of {name} opens {owner}/{repo}@{badge_ref}, "
+                                    f"the set-up cell clones {owner_repo[0]}/{owner_repo[1]}@{ref}")
     if len(set(targets.values())) > 1:
         problems.append(f"set-up cells name different repositories or refs: {targets}")
     sources = {}
