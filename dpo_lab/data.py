@@ -174,7 +174,9 @@ def load_hub_preferences(
     is a key of :data:`HUB_MAPPINGS` or a function; by default the Hub id picks it.
     ``limit`` keeps the first rows only (for quick runs) and is stated in the source name.
     """
-    import datasets
+    from dpo_lab.extras import require
+
+    datasets = require("datasets")  # the `course` extra
 
     if mapping is None:
         if name_or_path not in HUB_MAPPINGS:
