@@ -165,12 +165,13 @@ def report_run() -> dict:
     if "start" not in _RUN:
         raise RuntimeError("report_run() needs setup_notebook() to have run first (the set-up cell)")
     device = get_device()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     record = {
         "profile": get_profile(),
         "seconds": round(time.perf_counter() - _RUN["start"], 1),
         "device": device.type,
         "hardware": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                     else f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} thread(s)"),
+                     else f"{cores} CPU cores, {torch.get_num_threads()} thread(s)"),
         "peak_gpu_mib": (round(torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None),
         "scale": os.environ.get("DPO_LAB_SCALE") or None,
         "date": time.strftime("%Y-%m-%d"),

@@ -7,7 +7,8 @@ notebook against upstream's code. This rewrites, in every notebook and in ``READ
 
 * the set-up cell's two lines ``REPO = ...("DPO_LAB_REPO", "https://github.com/OWNER/REPO")``
   and ``REF = ...("DPO_LAB_REF", "REF")``;
-* every Colab badge, ``https://colab.research.google.com/github/OWNER/REPO/blob/REF/notebooks/NN.ipynb``.
+* every Colab badge, ``https://colab.research.google.com/github/OWNER/REPO/blob/REF/notebooks/NN.ipynb``;
+* the README's ``pip install "dpo_lab @ git+https://github.com/OWNER/REPO[@REF]"`` lines.
 
 ``python -m dpo_lab.fork --check`` lists disagreements (``tests/test_setup_cell.py`` runs it):
 set-up cells that differ, badges that name another repository or ref than the set-up cells, and
@@ -24,6 +25,7 @@ from pathlib import Path
 REPO_LINE = re.compile(r'^(REPO = os\.environ\.get\("DPO_LAB_REPO", ")([^"]*)(")', re.M)
 REF_LINE = re.compile(r'^(REF = os\.environ\.get\("DPO_LAB_REF", ")([^"]*)(")', re.M)
 BADGE = re.compile(r"https://colab\.research\.google\.com/github/([\w.-]+)/([\w.-]+)/blob/(\S+?)/notebooks/([\w.-]+\.ipynb)")
+GIT_INSTALL = re.compile(r"git\+https://github\.com/([\w.-]+)/([\w.-]+?)(?:@([\w./-]+))?(?=[\"'\s])")
 GITHUB = re.compile(r"https://github\.com/([\w.-]+)/([\w.-]+?)(?:\.git)?/?$")
 
 
@@ -81,6 +83,13 @@ def check(root: Path) -> list[str]:
         sources.setdefault(setup_cell(nbformat.read(path, as_version=4)), []).append(path.name)
     if len(sources) > 1:
         problems.append(f"set-up cells differ: {sorted(sources.values())}")
+    if len(set(targets.values())) == 1:
+        url, ref = next(iter(targets.values()))
+        for match in GIT_INSTALL.finditer(readme):
+            owner, repo, git_ref = match.groups()
+            if f"https://github.com/{owner}/{repo}" != url or (git_ref or "main") != ref:
+                problems.append(f"README.md: {match.group(0)} installs another repository or ref than the "
+                                f"set-up cells clone ({url} at {ref})")
     for name in readme_badges:
         if not (root / "notebooks" / name).exists():
             problems.append(f"README.md: badge for {name}, which is not in notebooks/")
@@ -118,8 +127,9 @@ def rewrite(root: Path, owner_repo: str, ref: str = "main") -> list[Path]:
             changed.append(path)
     readme = root / "README.md"
     text = readme.read_text(encoding="utf-8")
-    if badges(text) != text:
-        readme.write_text(badges(text), encoding="utf-8")
+    new = GIT_INSTALL.sub(f"git+{url}" + ("" if ref == "main" else f"@{ref}"), badges(text))
+    if new != text:
+        readme.write_text(new, encoding="utf-8")
         changed.append(readme)
     return changed
 

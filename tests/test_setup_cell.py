@@ -47,6 +47,7 @@ def test_fork_rewrites_cells_and_badges_and_check_catches_a_stray_badge(tmp_path
     readme = (tmp_path / "README.md").read_text()
     assert "dpo-lab/dpo-lab" not in readme
     assert readme.count("colab.research.google.com/github/my-class/dpo-lab-2027/blob/spring/notebooks/") >= 10
+    assert "git+https://github.com/my-class/dpo-lab-2027@spring" in readme
     for path in fork.notebooks(tmp_path):
         nb = nbformat.read(path, as_version=4)
         assert fork.cell_target(fork.setup_cell(nb)) == ("https://github.com/my-class/dpo-lab-2027", "spring")
