@@ -191,6 +191,7 @@ MIN_VERSIONS = {
     "scikit-learn": "1.5", "tqdm": "4.66",
 }
 MAX_EXCLUSIVE = {"transformers": "6", "trl": "1.17"}
+COURSE_EXTRA = {"datasets", "peft", "trl", "accelerate", "scikit-learn"}  # the rest are core dependencies
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -228,6 +229,8 @@ def check_environment() -> list[dict]:
         else:
             status = "ok"
         fix = "" if status == "ok" else f'pip install "{pkg}{spec}"'
+        if status == "missing" and pkg in COURSE_EXTRA:
+            fix += "   (or all of the course's packages: pip install 'dpo_lab[course]')"
         if status != "ok" and pkg == "torch":
             fix += "   (on a CPU-only machine: pip install torch==2.13.0, a CPU build)"
         rows.append({"package": pkg, "installed": installed or "-", "needed": spec, "status": status,

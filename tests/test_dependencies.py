@@ -18,7 +18,7 @@ from installs import ROOT, pyproject
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from dpo_lab.env import MAX_EXCLUSIVE, MIN_VERSIONS, check_environment
+from dpo_lab.env import COURSE_EXTRA, MAX_EXCLUSIVE, MIN_VERSIONS, check_environment
 from dpo_lab.extras import COURSE, MissingExtra, require
 
 # import names whose distribution is named otherwise (packages_distributions() covers installed ones)
@@ -153,6 +153,7 @@ def test_environment_check_knows_the_same_bounds():
     for pkg, low in MIN_VERSIONS.items():
         expected = f">={low}" + (f",<{MAX_EXCLUSIVE[pkg]}" if pkg in MAX_EXCLUSIVE else "")
         assert specs[canonicalize_name(pkg)] == str(Requirement(f"x{expected}").specifier), pkg
+    assert {p for p in MIN_VERSIONS if canonicalize_name(p) in groups["course"]} == COURSE_EXTRA
     rows = {r["package"]: r for r in check_environment()}
     assert rows["torch"]["status"] == "ok"  # this very environment passes its own check
 
