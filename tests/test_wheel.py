@@ -1,6 +1,7 @@
 """A wheel of dpo_lab works outside the checkout: tokenizer, every tiny data set, one DPO step.
 
-The wheel is built from a copy of the checkout and installed into a throwaway virtual
+The wheel is built by pip from a ``git+file://`` URL of a commit of the checkout's files (what
+``pip install git+https://...`` does) and installed into a throwaway virtual
 environment that sees only the installed distributions pyproject's core dependencies need
 (tests/installs.py; torch there is the CPU build this environment installed from its local
 wheel). pip installs the wheel with ``--no-index``, so it must find every core dependency, at
@@ -56,9 +57,14 @@ SCRIPT = textwrap.dedent("""
 
 def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     t0 = time.perf_counter()
+    # pip builds the wheel from a git URL, as `pip install git+https://...` (and git+file://) does: from a clone
     src = snapshot(tmp_path / "src")
+    identity = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "snapshot"]):
+        subprocess.run(["git", *command], cwd=src, check=True, env=clean_env(**identity))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                    "-w", str(tmp_path / "dist"), str(src)], check=True, env=clean_env())
+                    "-w", str(tmp_path / "dist"), f"dpo_lab @ git+{src.as_uri()}"], check=True, env=clean_env())
     (wheel,) = (tmp_path / "dist").glob("dpo_lab-*.whl")
     if os.environ.get("DPO_LAB_FRESH_INSTALL") == "1":
         subprocess.run([sys.executable, "-m", "venv", str(tmp_path / "venv")], check=True)
