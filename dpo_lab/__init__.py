@@ -2,7 +2,9 @@
 
 One concept a module; read any of them top to bottom:
 
-* ``env``       profile, device, seeding, the set-up call of every notebook
+* ``env``       profile, device, seeding, the set-up call of every notebook, its run time
+* ``paths``     where the shipped data is: ``data/`` of a checkout, ``dpo_lab/_data`` of a wheel
+* ``extras``    optional imports that name the extra to install
 * ``data``      preference records, validation, JSONL / Dataset / Hub loaders
 * ``tokenizer`` the course's own small tokenizer, shipped in ``data/tokenizer``
 * ``models``    a tiny GPT-2 from scratch, or a Hub checkpoint, through one function
@@ -18,6 +20,8 @@ One concept a module; read any of them top to bottom:
 * ``tasks``     one module a task: data, gold reward, Hub mapping
 * ``results``   saving a notebook's headline numbers
 * ``plotting``  plots used by more than one notebook
+* ``fork``      ``python -m dpo_lab.fork OWNER/REPO``: set-up cells and Colab badges for a fork
+* ``syllabus``  ``python -m dpo_lab.syllabus``: the README's table from the notebooks' runs
 """
 
 __version__ = "0.1.0"

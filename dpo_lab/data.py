@@ -21,6 +21,8 @@ import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from dpo_lab.paths import data_path
+
 FIELDS = ("prompt", "chosen", "rejected")
 
 
@@ -172,7 +174,9 @@ def load_hub_preferences(
     is a key of :data:`HUB_MAPPINGS` or a function; by default the Hub id picks it.
     ``limit`` keeps the first rows only (for quick runs) and is stated in the source name.
     """
-    import datasets
+    from dpo_lab.extras import require
+
+    datasets = require("datasets")  # the `course` extra
 
     if mapping is None:
         if name_or_path not in HUB_MAPPINGS:
@@ -198,7 +202,7 @@ def load_hub_preferences(
 
 # --- the small sample file the course ships ------------------------------------
 
-SAMPLE_PATH = Path(__file__).resolve().parent.parent / "data" / "sample_preferences.jsonl"
+SAMPLE_PATH = data_path("sample_preferences.jsonl")  # shipped with the package (dpo_lab.paths)
 _SUBJECTS = ["film", "movie", "story", "ending", "cast", "script", "soundtrack", "director"]
 _GOOD = ["was a delight", "was wonderful", "moved me", "was brilliant", "felt fresh and funny"]
 _BAD = ["was a bore", "was awful", "left me cold", "was a mess", "felt slow and dull"]

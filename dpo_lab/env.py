@@ -8,14 +8,20 @@ environment variable:
 
 When the variable is unset the profile is ``full`` if a CUDA GPU is present and
 ``tiny`` otherwise. Both profiles run the same functions; only sizes differ.
+
+The device is decided once, by :func:`get_device`: ``DPO_LAB_DEVICE`` (``cpu``, ``cuda``,
+``cuda:1``, ``mps``) when set; otherwise the CPU in the tiny profile (its asserts were
+calibrated there, and MPS or a GPU gives other numbers) and the best accelerator in the full one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import random
 import sys
+import time
 
 import numpy as np
 import torch
@@ -36,14 +42,34 @@ def get_profile() -> str:
 
 
 def get_device(prefer: str | None = None) -> torch.device:
-    """Pick the device: ``prefer`` if given, else cuda, then mps, then cpu."""
-    if prefer is not None:
-        return torch.device(prefer)
+    """The device: ``prefer`` if given, else ``$DPO_LAB_DEVICE``, else the profile's default.
+
+    The tiny profile runs on the CPU even where a GPU or Apple's MPS is present (its numbers
+    and asserts were calibrated on a CPU); set ``DPO_LAB_DEVICE=mps`` or ``cuda`` to use one.
+    The full profile takes CUDA, then MPS, then the CPU.
+    """
+    choice = prefer or os.environ.get("DPO_LAB_DEVICE", "").strip().lower()
+    if choice:
+        try:
+            device = torch.device(choice)
+        except RuntimeError as err:
+            raise ValueError(f"DPO_LAB_DEVICE={choice!r} is not a device; use cpu, cuda, cuda:N or mps") from err
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {choice!r} asked for, but PyTorch sees no CUDA GPU here")
+        if device.type == "mps" and not _mps_available():
+            raise ValueError(f"device {choice!r} asked for, but PyTorch's MPS backend is not available here")
+        return device
+    if get_profile() == "tiny":
+        return torch.device("cpu")
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
 def seed_everything(seed: int = 0) -> None:
@@ -96,8 +122,11 @@ def setup_notebook(seed: int = 0, quiet: bool = False, threads: int | None = Non
     measured 20 SFT steps of the tiny GPT-2 at 1.6 s with one thread and 28 s with two
     on a busy 2-core machine.
 
+    It also starts the notebook's clock, which :func:`report_run` reads in the last cell.
+
     Returns ``{"profile", "device", "seed", "versions"}`` so later cells can use them.
     """
+    _RUN["start"] = time.perf_counter()
     seed_everything(seed)
     profile = get_profile()
     if threads is None and profile == "tiny" and get_device().type == "cpu":
@@ -116,20 +145,53 @@ def setup_notebook(seed: int = 0, quiet: bool = False, threads: int | None = Non
         vers = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
         print(f"{vers}")
         gpu = torch.cuda.get_device_name(0) if info["device"].type == "cuda" else "none"
-        print(f"profile: {info['profile']} | device: {info['device']} (GPU: {gpu}) | "
+        why = "DPO_LAB_DEVICE" if os.environ.get("DPO_LAB_DEVICE") else f"the {profile} profile's default"
+        print(f"profile: {info['profile']} | device: {info['device']} ({why}; GPU: {gpu}) | "
               f"threads: {torch.get_num_threads()} | seed: {seed} | {sys.platform}")
     return info
 
 
-# The lowest versions the course was tested with (requirements.txt says the same;
-# a test keeps the two in step). TRL is also capped below its next minor release,
+_RUN: dict = {}
+RUN_MARKER = "dpo_lab run:"  # the prefix of report_run's line; the README's syllabus table reads it
+
+
+def report_run() -> dict:
+    """The last call of every notebook: print how long it ran, in which profile, on what.
+
+    One line, ``dpo_lab run: {json}``, from :func:`setup_notebook` to here (the set-up
+    cell's clone and install are not counted). The notebook keeps it in its committed
+    output, and ``python -m dpo_lab.syllabus`` builds the README's syllabus table from it.
+    """
+    if "start" not in _RUN:
+        raise RuntimeError("report_run() needs setup_notebook() to have run first (the set-up cell)")
+    device = get_device()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    record = {
+        "profile": get_profile(),
+        "seconds": round(time.perf_counter() - _RUN["start"], 1),
+        "device": device.type,
+        "hardware": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                     else f"{cores} CPU cores, {torch.get_num_threads()} thread(s)"),
+        "peak_gpu_mib": (round(torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None),
+        "scale": os.environ.get("DPO_LAB_SCALE") or None,
+        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "platform": sys.platform,
+    }
+    print(f"{RUN_MARKER} {json.dumps(record, sort_keys=True)}")
+    return record
+
+
+# The lowest versions the course needs (pyproject.toml says the same; tests/test_dependencies.py
+# keeps the two in step). TRL is also capped below its next minor release,
 # because its trainer API moves between minor versions.
 MIN_VERSIONS = {
-    "torch": "2.13", "transformers": "5.24", "datasets": "5.2", "tokenizers": "0.23", "peft": "0.21",
+    "torch": "2.6", "transformers": "5.24", "datasets": "5.2", "tokenizers": "0.23", "peft": "0.21",
     "trl": "1.16", "accelerate": "1.15", "numpy": "2.0", "pandas": "2.2", "matplotlib": "3.8",
     "scikit-learn": "1.5", "tqdm": "4.66",
 }
 MAX_EXCLUSIVE = {"transformers": "6", "trl": "1.17"}
+COURSE_EXTRA = {"datasets", "peft", "trl", "accelerate", "scikit-learn"}  # the rest are core dependencies
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -167,6 +229,8 @@ def check_environment() -> list[dict]:
         else:
             status = "ok"
         fix = "" if status == "ok" else f'pip install "{pkg}{spec}"'
+        if status == "missing" and pkg in COURSE_EXTRA:
+            fix += "   (or all of the course's packages: pip install 'dpo_lab[course]')"
         if status != "ok" and pkg == "torch":
             fix += "   (on a CPU-only machine: pip install torch==2.13.0, a CPU build)"
         rows.append({"package": pkg, "installed": installed or "-", "needed": spec, "status": status,

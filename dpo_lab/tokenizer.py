@@ -3,7 +3,8 @@
 A byte-level BPE (the GPT-2 scheme: any text can be encoded, since every byte is
 in the alphabet) with a small vocabulary, trained on the data files named in
 :data:`TOKENIZER_SOURCES` plus a short built-in seed text of English and Python. It is saved in
-Hugging Face format in ``data/tokenizer`` so that
+Hugging Face format in ``data/tokenizer`` (an installed wheel carries it as
+``dpo_lab/_data/tokenizer``; :mod:`dpo_lab.paths` finds either) so that
 ``transformers.AutoTokenizer.from_pretrained("data/tokenizer")`` loads it.
 
 Rebuild it, bit for bit, with::
@@ -24,10 +25,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+from dpo_lab.paths import data_dir
+
 VOCAB_SIZE = 2048
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = data_dir()  # data/ of a checkout, or its copy in an installed package
 TOKENIZER_DIR = DATA_DIR / "tokenizer"
 
 # A little English and Python so that common words and code tokens get merges even

@@ -1,67 +1,13 @@
-"""Repository-level checks: the two environment files agree, shipped data rebuilds bit for bit."""
+"""Repository-level checks: shipped data rebuilds bit for bit and is found through the package; profile and
+device. (The dependency files are checked in test_dependencies.py.)"""
 
-import re
 from pathlib import Path
 
 import pytest
 
-from dpo_lab.env import MAX_EXCLUSIVE, MIN_VERSIONS, check_environment, pick_config
+from dpo_lab.env import pick_config
 
 ROOT = Path(__file__).resolve().parent.parent
-CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name
-
-
-def parse_spec(line: str) -> tuple[str, str]:
-    match = re.fullmatch(r"([A-Za-z0-9_.\-]+)\s*(.*)", line.strip())
-    return match.group(1).lower(), match.group(2).replace(" ", "")
-
-
-def requirements() -> dict[str, str]:
-    out = {}
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line and not line.startswith("-"):
-            name, spec = parse_spec(line)
-            out[name] = spec
-    return out
-
-
-def conda_environment() -> dict[str, str]:
-    out, section, in_pip = {}, None, False
-    for line in (ROOT / "environment.yml").read_text().splitlines():
-        stripped = line.split("#")[0].strip()
-        if stripped.endswith(":") and not stripped.startswith("-"):
-            section = stripped[:-1]  # channels: / dependencies:
-            continue
-        if stripped.startswith("- pip:"):
-            in_pip = True
-            continue
-        if not stripped.startswith("- ") or in_pip or section != "dependencies":
-            continue
-        name, spec = parse_spec(stripped[2:])
-        if name in ("python", "pip"):
-            continue
-        out[CONDA_NAMES.get(name, name)] = spec
-    return out
-
-
-def test_conda_and_pip_name_the_same_packages_and_bounds():
-    assert requirements() == conda_environment()
-
-
-def test_requirements_install_the_package_editable():
-    assert "-e ." in (ROOT / "requirements.txt").read_text().splitlines()
-
-
-def test_environment_check_knows_the_same_bounds():
-    reqs = requirements()
-    for pkg, low in MIN_VERSIONS.items():
-        expected = f">={low}" + (f",<{MAX_EXCLUSIVE[pkg]}" if pkg in MAX_EXCLUSIVE else "")
-        assert reqs[pkg] == expected, pkg
-    rows = {r["package"]: r for r in check_environment()}
-    assert rows["torch"]["status"] == "ok"  # this very environment passes its own check
-
-
 def test_shipped_tokenizer_rebuilds_bit_for_bit(tmp_path):
     from dpo_lab.tokenizer import TOKENIZER_DIR, _same_dirs, save_course_tokenizer
 
@@ -98,3 +44,65 @@ def test_every_notebook_is_in_the_syllabus():
     readme = (ROOT / "README.md").read_text()
     for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         assert nb.name in readme, f"README's syllabus does not list {nb.name}"
+
+
+def test_shipped_files_are_found_through_the_package_in_the_checkouts_data_folder():
+    from dpo_lab import paths
+    from dpo_lab.data import SAMPLE_PATH
+    from dpo_lab.tasks import code, moderation, sentiment, summarization
+    from dpo_lab.tokenizer import TOKENIZER_DIR
+
+    assert paths.data_dir() == ROOT / "data"  # a checkout: one copy, the learners' data/
+    assert TOKENIZER_DIR == ROOT / "data" / "tokenizer"
+    for path in (SAMPLE_PATH, code.DATA_PATH, moderation.DATA_PATH, sentiment.DATA_PATH, summarization.DATA_PATH):
+        assert path.parent == ROOT / "data" and path.is_file(), path
+    assert not (ROOT / "dpo_lab" / paths.PACKAGED).exists()  # no second copy inside the package folder
+
+
+def test_tiny_profile_uses_the_cpu_unless_dpo_lab_device_says_otherwise(monkeypatch):
+    import torch
+
+    from dpo_lab.env import get_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine: tiny still takes the CPU
+    monkeypatch.setenv("DPO_LAB_PROFILE", "tiny")
+    monkeypatch.delenv("DPO_LAB_DEVICE", raising=False)
+    assert get_device() == torch.device("cpu")
+    monkeypatch.setenv("DPO_LAB_PROFILE", "full")
+    assert get_device() == torch.device("cuda")
+    monkeypatch.setenv("DPO_LAB_PROFILE", "tiny")
+    monkeypatch.setenv("DPO_LAB_DEVICE", "cuda")
+    assert get_device() == torch.device("cuda")
+    monkeypatch.setenv("DPO_LAB_DEVICE", "cpu")
+    assert get_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for wrong, message in (("cuda", "no CUDA GPU"), ("tpu9", "not a device")):
+        monkeypatch.setenv("DPO_LAB_DEVICE", wrong)
+        with pytest.raises(ValueError, match=message):
+            get_device()
+    if not torch.backends.mps.is_available():
+        monkeypatch.setenv("DPO_LAB_DEVICE", "mps")
+        with pytest.raises(ValueError, match="MPS"):
+            get_device()
+
+
+def test_setup_prints_the_device_choice_and_report_run_prints_a_parseable_line(capsys, monkeypatch):
+    import json
+
+    import torch
+
+    from dpo_lab.env import RUN_MARKER, report_run, setup_notebook
+
+    monkeypatch.setenv("DPO_LAB_PROFILE", "tiny")
+    monkeypatch.delenv("DPO_LAB_DEVICE", raising=False)
+    threads = torch.get_num_threads()
+    try:
+        setup_notebook(seed=0)
+        record = report_run()
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "device: cpu (the tiny profile's default" in out
+    line = next(line for line in out.splitlines() if line.startswith(RUN_MARKER))
+    assert json.loads(line[len(RUN_MARKER):]) == record
+    assert record["profile"] == "tiny" and record["device"] == "cpu" and 0 <= record["seconds"] < 60

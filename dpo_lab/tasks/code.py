@@ -30,9 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dpo_lab.paths import data_path
 from dpo_lab.sandbox import run_many
 
-DATA_PATH = Path(__file__).resolve().parents[2] / "data" / "code_tasks.jsonl"
+DATA_PATH = data_path("code_tasks.jsonl")  # shipped with the package (dpo_lab.paths)
 GENERATOR_VERSION = 1  # bump when the generator changes; part of any cache key
 K_VALUES = range(2, 10)  # the parameter of every template
 HELD_OUT_PER_TEMPLATE = 2

@@ -35,7 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-DATA_PATH = Path(__file__).resolve().parents[2] / "data" / "moderation_messages.jsonl"
+from dpo_lab.paths import data_path
+
+DATA_PATH = data_path("moderation_messages.jsonl")  # shipped with the package (dpo_lab.paths)
 GENERATOR_VERSION = 1  # bump when the generator changes
 N_MESSAGES = 1500
 # the shipped file is one list; these are its splits (demonstrations, preference prompts, held out)

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-DATA_PATH = Path(__file__).resolve().parents[2] / "data" / "sentiment_reviews.jsonl"
+from dpo_lab.paths import data_path
+
+DATA_PATH = data_path("sentiment_reviews.jsonl")  # shipped with the package (dpo_lab.paths)
 GENERATOR_VERSION = 1  # bump when the generator changes; it is part of the runs/ cache key
 
 # --- the word lists behind the generator and the gold scorer ----------------------

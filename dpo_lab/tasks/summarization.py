@@ -44,7 +44,9 @@ from pathlib import Path
 
 import numpy as np
 
-DATA_PATH = Path(__file__).resolve().parents[2] / "data" / "summarization_docs.jsonl"
+from dpo_lab.paths import data_path
+
+DATA_PATH = data_path("summarization_docs.jsonl")  # shipped with the package (dpo_lab.paths)
 GENERATOR_VERSION = 1  # bump when the generator changes; it is part of the runs/ cache key
 SEPARATOR = "\nTL;DR:"  # ends every prompt, as in trl-lib/tldr
 N_DOCUMENTS = 3000
