@@ -356,22 +356,36 @@ def _collect(proc, deadline: float, max_output: int):
         except subprocess.TimeoutExpired:
             return b"", 0, b"", True
         return out[:max_output], len(out), res[:_MAX_RESULT_BYTES], False
+    try:  # readable when the child exits (Linux >= 5.3); it is not reaped, so its group id stays ours
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        pidfd = -1
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout.fileno(), selectors.EVENT_READ, "output")
         sel.register(proc.stderr.fileno(), selectors.EVENT_READ, "results")
-        while sel.get_map():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return bytes(output), n_bytes, bytes(results), True
-            for key, _ in sel.select(left):
-                chunk = os.read(key.fd, 1 << 16)
-                if not chunk:
-                    sel.unregister(key.fd)
-                elif key.data == "output":
-                    n_bytes += len(chunk)
-                    output += chunk[: max(0, max_output - len(output))]
-                elif len(results) < _MAX_RESULT_BYTES:
-                    results += chunk[: _MAX_RESULT_BYTES - len(results)]
+        if pidfd >= 0:
+            sel.register(pidfd, selectors.EVENT_READ, "exit")
+        try:
+            while len(sel.get_map()) > (pidfd >= 0 and pidfd in sel.get_map()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return bytes(output), n_bytes, bytes(results), True
+                for key, _ in sel.select(left):
+                    if key.data == "exit":  # the child is done: whatever it started holding our pipes dies now
+                        sel.unregister(pidfd)
+                        _signal_group(proc)
+                        continue
+                    chunk = os.read(key.fd, 1 << 16)
+                    if not chunk:
+                        sel.unregister(key.fd)
+                    elif key.data == "output":
+                        n_bytes += len(chunk)
+                        output += chunk[: max(0, max_output - len(output))]
+                    elif len(results) < _MAX_RESULT_BYTES:
+                        results += chunk[: _MAX_RESULT_BYTES - len(results)]
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
     return bytes(output), n_bytes, bytes(results), not _wait_for_exit(proc, deadline)
 
 
@@ -395,14 +409,19 @@ def _wait_for_exit(proc, deadline: float) -> bool:
         os.close(pidfd)
 
 
-def _kill_group(proc) -> None:
-    """SIGKILL the child's whole process group (its session), then the child; reap it."""
+def _signal_group(proc) -> None:
+    """SIGKILL the child's process group (the child leads its own session and group)."""
     kill = getattr(signal, "SIGKILL", None)
     if kill is not None and hasattr(os, "killpg"):
         try:
             os.killpg(proc.pid, kill)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def _kill_group(proc) -> None:
+    """SIGKILL the child's whole process group (its session), then the child; reap it."""
+    _signal_group(proc)
     if proc.returncode is None:
         try:
             proc.kill()

@@ -274,8 +274,11 @@ def _snapshot(paths):
                 continue
             content = None
             if os.path.isfile(path) and not os.path.islink(path):
-                with open(path, "rb") as f:
-                    content = hashlib.sha256(f.read()).hexdigest()
+                try:
+                    with open(path, "rb") as f:
+                        content = hashlib.sha256(f.read()).hexdigest()
+                except OSError as exc:
+                    content = str(exc)
             try:
                 xattrs = sorted(os.listxattr(path, follow_symlinks=False))
             except OSError:
@@ -386,6 +389,11 @@ class Arena:
         import shutil
 
         shutil.rmtree(self.canary, ignore_errors=True)
+        for path in self.watched[2:]:  # what an escaped program may have made
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def program(self, source: str) -> str:
         source = PRELUDE + "".join(f"NR_{k} = {v}\n" for k, v in NR.items()) + source
