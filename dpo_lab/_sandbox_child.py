@@ -370,7 +370,11 @@ def main():  # pragma: no cover - runs in the child process
         os.setgid(job["user"])
         os.setuid(job["user"])
     confined = confine(os.path.realpath(os.getcwd()), tuple(job["layers"]))
-    send({"confined": confined})
+    try:  # the bytecode version: when it is the parent's, the parent sends this file compiled
+        magic = sys.modules["_frozen_importlib_external"].MAGIC_NUMBER.hex()
+    except (KeyError, AttributeError):
+        magic = None
+    send({"confined": confined, "magic": magic})
     missing = [name for name in job["require"] if confined.get(name) in (None, False) or
                isinstance(confined.get(name), str)]
     if missing or job["probe"]:
