@@ -32,7 +32,8 @@ of the program runs. The layers, outermost first, and honestly what each does an
    C modules that open files without an audit event). From ABI 4: no TCP bind or
    connect; from ABI 6: no signals to, and no abstract unix sockets of, processes outside
    the sandbox. Does not stop: reading anything under those library folders (no secrets
-   live there), listing ``/proc``'s pids, or, below ABI 4, UDP (seccomp refuses sockets).
+   live there), ``os.stat`` of any path (sizes and times stay visible), ``chdir``, listing
+   ``/proc``'s pids, or, below ABI 4, UDP (seccomp refuses sockets).
 6. **seccomp-BPF**, a deny list written by hand behind an architecture check (x86-64 and
    aarch64; the x32 ABI and foreign architectures kill the process). EPERM for: fork,
    vfork, exec and clone without ``CLONE_THREAD`` (clone3 answers ENOSYS so the C library
@@ -42,8 +43,11 @@ of the program runs. The layers, outermost first, and honestly what each does an
    setpgid; mount and namespace calls; io_uring, bpf, perf_event_open, userfaultfd,
    keyrings; mknod; chmod, chown, xattr, utime and inode-flag ioctls (and TIOCSTI);
    module loading, reboot, clock and host-name changes, swap, quotas, open_by_handle_at.
-   Does not stop: anything not on the list (threads, memory mapping, reading and writing
-   files Landlock allows, ``os.utime`` or ``chmod`` *inside* the temporary folder fail too).
+   Does not stop: anything not on the list (threads, memory, files Landlock allows), nor a
+   syscall newer than the list (a kernel after 6.17 may add one). Its cost: ``chmod``,
+   ``utime`` and xattr calls fail *inside* the temporary folder too (``shutil.copy`` does
+   not copy modes there), and a program cannot start threads as a non-root user
+   (``RLIMIT_NPROC``).
 7. **A Python audit hook** (PEP 578): friendly ``PermissionError`` messages that name the
    rule (``sandbox: os.system is not allowed``) before the kernel's bare EPERM, plus
    ``ctypes`` and sub-interpreters refused. It is *not* a barrier: a program can find and
