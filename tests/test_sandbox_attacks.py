@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the attack table: one program a line reads better than wrapped strings)
 """Hostile programs against dpo_lab.sandbox, seven families, each checked for containment.
 
 For every attack we check, whatever the program printed or claimed:
@@ -408,7 +409,7 @@ class Arena:
         """Run one attack; return the problems found (empty: contained)."""
         problems = []
         before = _snapshot(self.watched)
-        tests = ["assert secret_fn() == %d" % SECRET_VALUE, "assert True"]
+        tests = [f"assert secret_fn() == {SECRET_VALUE}", "assert True"]
         start, waited = time.monotonic(), _schedstat_wait()
         try:
             result = run_tests(self.program(source), tests, timeout=TIMEOUT, **kwargs)

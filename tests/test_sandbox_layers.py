@@ -126,7 +126,8 @@ def test_the_parent_compares_values_with_python_equality():
 def test_an_always_equal_object_cannot_pass_and_the_expected_value_never_reaches_the_child():
     program = ("import gc, sys\nclass E:\n    def __eq__(self, other): return True\n"
                "hidden, ns = str(918273645500 + 1), globals()\n"
-               "print(any(hidden in repr(o) for o in gc.get_objects() if isinstance(o, (dict, list)) and o is not ns))\n"
+               "print(any(hidden in repr(o) for o in gc.get_objects()\n"
+               "          if isinstance(o, (dict, list)) and o is not ns))\n"
                "def f(): return E()\n")
     result = run_tests(program, ["assert f() == 918273645501"])
     assert result.status == "failed" and result.output.strip() == "False"
