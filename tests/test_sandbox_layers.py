@@ -166,6 +166,7 @@ def test_unknown_layer_names_are_an_error(monkeypatch):
 
 
 # ---------------------------------------------------------------- the parent stays in charge
+@pytest.mark.skipif(not hasattr(os, "O_DIRECTORY"), reason="needs POSIX directory descriptors and symlinks")
 def test_remove_tree_never_follows_links_and_handles_any_depth(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -208,3 +209,31 @@ def test_the_process_group_is_killed_after_every_run_not_only_on_timeout(monkeyp
         except OSError:
             continue
         assert int(fields[3]) != session or fields[0] == "Z", f"pid {name} of the child's session survived"
+
+
+# ---------------------------------------------------------------- what ordinary programs still may do
+@needs_layers
+@pytest.mark.parametrize("python", [None, "/usr/bin/python3"])
+def test_the_standard_library_still_works_inside(python):
+    if python is not None and not os.access(python, os.X_OK):
+        pytest.skip(f"no {python} here")
+    program = ("import collections, decimal, hashlib, heapq, itertools, json, math, re, sqlite3, time, zlib\n"
+               "import tempfile\n"
+               "def f():\n"
+               "    db = sqlite3.connect(':memory:')\n"
+               "    with tempfile.NamedTemporaryFile('w+') as t:\n"
+               "        t.write('x'); t.flush(); t.seek(0); text = t.read()\n"
+               "    return (hashlib.sha256(b'a').hexdigest()[:8], len(zlib.compress(b'aaaa')) > 0, text,\n"
+               "            str(decimal.Decimal('1.10') + 1), db.execute('select 2 * 21').fetchone()[0],\n"
+               "            time.localtime(0).tm_year > 1900, heapq.nsmallest(1, [3, 1]))\n")
+    result = run_tests(program, ["assert f() == ('ca978112', True, 'x', '2.10', 42, True, [1])"], python=python)
+    assert result.status == "ok", result
+
+
+@needs_layers
+def test_threads_are_allowed_where_the_rlimit_allows_them():
+    if os.geteuid() != 0:
+        pytest.skip("as non-root RLIMIT_NPROC = 0 stops threads too (documented)")
+    program = ("import threading\nout = []\nt = threading.Thread(target=out.append, args=(41,))\n"
+               "t.start(); t.join()\ndef f(): return out[0] + 1\n")  # clone with CLONE_THREAD passes seccomp
+    assert run_tests(program, ["assert f() == 42"]).status == "ok"
