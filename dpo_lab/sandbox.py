@@ -1,108 +1,125 @@
-"""Run untrusted, model-written Python against unit tests, in a separate limited process.
+"""Run untrusted, model-written Python against unit tests, in a child the kernel confines.
 
 In notebook 04 a language model writes programs and unit tests judge them. Those programs
-are untrusted: a sampled program may loop forever, allocate all memory, fork, delete
-files or print gigabytes. None of it ever runs in the notebook's own kernel. Instead,
-:func:`run_tests` starts a fresh Python process for every program and stacks several
-defences, each a backstop for the one before:
+are untrusted: a sampled program may loop forever, allocate all memory, fork, delete files,
+read secrets or attack the judge. None of it ever runs in the notebook's kernel.
+:func:`run_tests` starts a fresh Python process for every program; the child confines
+*itself* (``dpo_lab/_sandbox_child.py``, standard library and ``ctypes`` only) before a line
+of the program runs. The layers, outermost first, and honestly what each does and does not stop:
 
-1. **A separate process** (``python -s -S -B``): no site-packages (so the standard library
-   only: no numpy), no user site, no ``.pyc`` writes; the program can crash or exhaust
-   *that* process only. It runs in its
-   own session (``start_new_session``), so killing "its process group" never reaches us,
-   and we can kill the whole group at the end.
-2. **An empty environment**: only ``PYTHONHASHSEED=0`` (set orders are the same every
-   run; with ``random.seed(0)`` in the runner, the judge is deterministic) and ``TMPDIR``.
-   Secrets in our ``os.environ`` (API tokens) are not visible to the program. (We do not
-   use ``python -I``: it would also ignore our ``PYTHONHASHSEED``.)
-3. **A fresh temporary working directory**, made for this run and deleted afterwards.
-4. **OS resource limits** (``resource.setrlimit``, set by the child on itself, hard and
-   soft, before the untrusted code runs; the kernel enforces them whatever the code does):
+1. **A separate process** (``python -s -S -B``, empty environment but ``PYTHONHASHSEED=0``
+   and ``TMPDIR``, stdin ``/dev/null``, a fresh temporary working directory, its own
+   session). Stops: crashes and memory blow-ups reaching the notebook; our environment
+   variables (tokens) leaking. Does not stop anything the process may do with the OS.
+2. **OS resource limits**, hard and soft, set by the child on itself: ``RLIMIT_CPU``
+   (SIGXCPU, then SIGKILL: works even if we die), ``RLIMIT_AS`` (``MemoryError`` instead of
+   swapping), ``RLIMIT_NPROC = 0`` (non-root only), ``RLIMIT_FSIZE``, ``RLIMIT_NOFILE``,
+   ``RLIMIT_CORE = 0``. Does not stop: filling the temporary folder with many small files
+   until the timeout; using the CPU up to the limit.
+3. **Another user**: as root (Colab) with an interpreter everyone can read, the child
+   switches to ``nobody`` before confining itself. Stops, by the kernel's ordinary rules,
+   signals to our processes and writes to our files. Not available as a non-root user or
+   with a Python under ``/root`` (CI's virtual environment): then layer 5 does this work.
+4. **no_new_privs and no capabilities**: ``PR_SET_NO_NEW_PRIVS`` (no set-uid or file
+   capability can raise the child's rights, and it lets an unprivileged process install
+   layers 5 and 6); a child still root drops every capability, so uid 0 no longer
+   bypasses file permissions (it still owns root's files: layer 5 covers those).
+5. **Landlock** (Linux >= 5.13; the ABI version decides the extras): the child may read
+   and write only inside its temporary folder, read (and map) only the interpreter's
+   standard library and the system's shared-library folders (``/usr/lib``, ``/lib``...),
+   read ``/dev/null``, ``/dev/zero``, ``/dev/urandom`` and ``/etc/localtime``, and
+   nothing else, whatever the path trick (``dir_fd``, ``..``, symlinks, ``/proc/<pid>/mem``,
+   C modules that open files without an audit event). From ABI 4: no TCP bind or
+   connect; from ABI 6: no signals to, and no abstract unix sockets of, processes outside
+   the sandbox. Does not stop: reading anything under those library folders (no secrets
+   live there), ``os.stat`` of any path (sizes and times stay visible), ``chdir``, listing
+   ``/proc``'s pids, or, below ABI 4, UDP (seccomp refuses sockets).
+6. **seccomp-BPF**, a deny list written by hand behind an architecture check (x86-64 and
+   aarch64; the x32 ABI and foreign architectures kill the process). EPERM for: fork,
+   vfork, exec and clone without ``CLONE_THREAD`` (clone3 answers ENOSYS so the C library
+   falls back to clone, whose flags a filter can read); every socket call; ptrace,
+   process_vm_*, pidfd_*, kcmp; kill/tkill/tgkill/sigqueue except to itself;
+   setrlimit/prlimit (reading is allowed), priority, affinity and scheduling, setsid and
+   setpgid; mount and namespace calls; io_uring, bpf, perf_event_open, userfaultfd,
+   keyrings; mknod; chmod, chown, xattr, utime and inode-flag ioctls (and TIOCSTI);
+   module loading, reboot, clock and host-name changes, swap, quotas, open_by_handle_at.
+   Does not stop: anything not on the list (threads, memory, files Landlock allows), nor a
+   syscall newer than the list (a kernel after 6.17 may add one). Its cost: ``chmod``,
+   ``utime`` and xattr calls fail *inside* the temporary folder too (``shutil.copy`` does
+   not copy modes there), and a program cannot start threads as a non-root user
+   (``RLIMIT_NPROC``).
+7. **A Python audit hook** (PEP 578): friendly ``PermissionError`` messages that name the
+   rule (``sandbox: os.system is not allowed``) before the kernel's bare EPERM, plus
+   ``ctypes`` and sub-interpreters refused. It is *not* a barrier: a program can find and
+   disable it; every attack in ``tests/test_sandbox_attacks.py`` is also contained with it off.
+8. **The parent stays in charge**: a wall-clock deadline; after *every* run (not only on
+   timeout) the child's whole process group is killed before the child is reaped; output
+   capped to ``max_output`` bytes (the rest is counted); the temporary folder removed without
+   ever following a symlink, however deep the tree or odd its modes, and cleanup never raises
+   (a child can make folders faster than some disks delete them: after half a second the
+   rest goes to a background thread). Not stopped: in weak mode without seccomp, a child
+   running as root can make a file immutable (``chattr +i``); then the folder stays, with a
+   warning.
+9. **The verdict is the parent's**: tests of the shape ``assert <call> == <literal>`` (either
+   side) are split in the parent; only the call goes to the child, which sends back what it
+   returned as capped JSON of plain data (never pickle); the parent rebuilds the value and
+   compares it with the expected one, which never reaches the child. A program cannot
+   forge a pass without computing the right value. Any other test (``assert f(x)``, several
+   statements) runs in the child and only its word says it passed: such passes are
+   counted in :attr:`SandboxResult.unverified`.
 
-   * ``RLIMIT_CPU``: CPU seconds; the kernel sends SIGXCPU, then SIGKILL. A backstop
-     that works even if *we* die and cannot enforce the wall clock.
-   * ``RLIMIT_AS``: address space, so a huge allocation raises ``MemoryError`` in the
-     child instead of swapping the machine to death.
-   * ``RLIMIT_NPROC = 0``: no new processes or threads (for a non-root user; root
-     ignores it, see 6).
-   * ``RLIMIT_FSIZE``: the largest file it may write (a write past it fails with EFBIG).
-   * ``RLIMIT_NOFILE``: a few open files, so it cannot hoard descriptors.
-   * ``RLIMIT_CORE = 0``: a crash leaves no core dump behind.
-5. **A Python audit hook** (PEP 578, ``sys.addaudithook``), installed by the runner
-   before the untrusted code runs, refuses (``PermissionError``): opening files for
-   writing outside the temporary directory, reading files outside it and the standard
-   library, deleting/renaming/chmod-ing outside it, ``os.system``, ``subprocess``,
-   ``os.exec*``/``os.spawn*``/``posix_spawn``, ``os.fork``, ``os.kill``/``killpg``,
-   every ``socket`` operation, ``ctypes``, ``resource.setrlimit``, and importing the C
-   modules that reach around the hook (``_posixsubprocess``, sub-interpreters,
-   ``_testcapi``). Functions that act on other processes without an audit event
-   (``os.pidfd_open``, ``signal.pidfd_send_signal``, ``os.setpriority``, ``os.sched_set*``)
-   are deleted from their modules (a program that rebuilds ``posix`` with ``importlib``
-   gets them back: see "not stopped" below).
-6. **Another user**: when we are root (Colab runs notebooks as root) and the interpreter
-   is readable by everyone, the child switches to ``nobody`` (uid 65534) after setting its
-   limits and before the untrusted code runs (switching there, not in ``Popen(user=)``,
-   keeps the cheap ``vfork`` start: 30 rather than 12 programs a second, measured from a
-   process holding 800 MB). Then the kernel, not Python, stops it from killing our
-   processes, writing our files, raising its limits or forking.
-   :func:`describe_isolation` says whether this machine gets it.
-7. **A wall-clock timeout**: we read its output until the deadline, then SIGKILL its
-   whole process group. :func:`run_tests` returns within ``timeout`` plus a fraction
-   of a second (plus the time to delete what the program wrote).
-8. **Capped output**: we keep the first ``max_output`` bytes of stdout+stderr and only
-   count the rest, so printing megabytes costs neither memory nor a hang.
+**Probe, report, refuse.** :func:`describe_isolation` runs a probe child once per interpreter
+and says which layers work. Without Landlock (or seccomp, or no_new_privs), including on
+macOS and Windows, :func:`run_tests` refuses with :class:`SandboxUnavailable`, which says what
+is missing; ``allow_weak=True`` (or ``DPO_LAB_SANDBOX_ALLOW_WEAK=1`` in the environment, for
+notebooks) runs anyway with the layers that work. What that risks: without Landlock, only
+the audit hook (which a program can switch off) stands between a hostile program and every
+file your user can read or write (measured here: 90 of the 102 attacks of the test suite
+contained with seccomp still on, all 12 others reading or changing files); without seccomp
+too, also your processes and the network. (``DPO_LAB_SANDBOX_DISABLE=landlock``,
+a comma list of layers, turns layers off to measure the weaker modes.)
 
-What this does *not* stop, honestly:
-
-* An audit hook is not a security boundary. It sees only what Python reports: C code
-  reached another way, or a clever program that digs into the interpreter, can get
-  past it (for example ``importlib.util.module_from_spec`` on ``posix`` brings back the
-  deleted functions). It catches the ordinary accidents of generated code and makes the
-  obvious attacks fail loudly; the OS limits (4) and the other user (6) are the real backstop.
-  Without 6 (a non-root user, or a root whose Python lives in ``/root``) nothing but
-  the hook stops ``os.kill(os.getppid(), 9)`` or a write to a file our user owns.
-* The child can list directories, see other processes in ``/proc`` and use the CPU and
-  disk inside its limits (it may fill the temporary directory with many small files
-  until the timeout). There is no network namespace: sockets are refused by the hook only.
-  Past the hook, even as ``nobody`` it can write to world-writable folders such as
-  ``/tmp`` (files up to ``RLIMIT_FSIZE``), and the children of one :func:`run_many`
-  share that uid, so they could signal each other.
-* The result channel can be forged: the runner reports each test's outcome on a pipe,
-  and a program that searches for that pipe (or rewrites the runner's frames) could
-  report passes it did not earn. The sandbox protects the machine, not the honesty of
-  the score. For a tiny model this is theoretical; for reinforcement learning against
-  test results with a strong model, "hacking the judge" is a documented failure mode.
-* A sleeping orphan (if we die) lives until something kills it: the CPU limit does not
-  tick while it sleeps.
-
-This needs Linux (Colab, CI): Windows has no ``resource`` module and macOS does not enforce
-``RLIMIT_AS``. For real isolation use a container or VM with no network (gVisor,
-Firecracker, nsjail); the interface here (program and tests in, a :class:`SandboxResult`
-out) stays the same.
+What this still does not stop, honestly: a kernel bug (Landlock and seccomp are the kernel's
+own sandboxing, as used by browsers, but a local privilege escalation through an allowed
+syscall would defeat them; use a VM or gVisor for strong models trained against these
+tests); CPU, memory and disk use within the limits; timing side channels; a value the child
+computes honestly by reading the test *inputs* (the calls) and special-casing them.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
-import inspect
 import json
 import math
 import os
+import secrets
 import selectors
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 STATUSES = ("ok", "failed", "error", "timeout", "killed")
 NOBODY = 65534  # uid and gid of the "nobody" user on Linux
-_PAYLOAD = "_payload.json"  # how the program and tests reach the child; deleted before they run
-_MAX_RESULT_BYTES = 1 << 20  # the result pipe is capped too: a program could flood it
+LAYERS = ("no_new_privs", "capabilities", "landlock", "seccomp")  # what the child applies to itself
+REQUIRED = ("no_new_privs", "landlock", "seccomp")  # without these run_tests refuses unless allow_weak
+ALLOW_WEAK_ENV = "DPO_LAB_SANDBOX_ALLOW_WEAK"
+DISABLE_ENV = "DPO_LAB_SANDBOX_DISABLE"  # comma list of LAYERS (and "user"): to measure weaker modes
+_PAYLOAD = "_payload.json"  # how the program and calls reach the child; deleted before the program runs
+_MAX_RESULT_BYTES = 1 << 20  # the result channel is capped too: a program could flood it
+_MAX_MESSAGE = 256 << 10  # one value sent back
+
+
+class SandboxUnavailable(RuntimeError):
+    """The kernel layers the sandbox needs are missing here, and weak mode was not asked for."""
 
 
 @dataclass(frozen=True)
@@ -112,14 +129,17 @@ class SandboxResult:
     ``status`` is one of:
 
     * ``ok``: the program ran and every test passed;
-    * ``failed``: the program ran, some tests failed (an assert or any exception);
+    * ``failed``: the program ran, some tests failed (a wrong value, an assert or any exception);
     * ``error``: the program itself did not run (syntax error, exception at top level)
       or the child stopped before finishing (``sys.exit`` is caught, ``os._exit`` is not);
     * ``timeout``: the wall clock or the CPU limit ran out;
     * ``killed``: a signal ended it (a segfault, SIGKILL, the CPU hard limit).
 
     ``test_passed[i]`` says whether test ``i`` passed; tests after a timeout count as
-    failed. ``pid`` is the child's process id: proof the result came from a child.
+    failed. ``test_verified[i]`` says whether the parent decided it (a call compared with a
+    literal here) rather than trusting the child; ``unverified`` counts the passes only the
+    child vouches for. ``pid`` is the child's process id: proof the result came from a child.
+    ``isolation`` is ``"kernel"`` (all of :data:`REQUIRED`) or ``"weak"`` (opted in).
     """
 
     status: str
@@ -134,145 +154,56 @@ class SandboxResult:
     returncode: int | None
     seconds: float
     pid: int
+    test_verified: tuple[bool, ...] = ()
+    unverified: int = 0
+    isolation: str = "kernel"
 
     @property
     def pass_rate(self) -> float:
         return self.passed / self.total if self.total else 0.0
 
+    @property
+    def verified_pass_rate(self) -> float:
+        """The pass rate counting only passes the parent checked itself."""
+        return (self.passed - self.unverified) / self.total if self.total else 0.0
+
 
 # --------------------------------------------------------------------------------------
-# The child: this function's source is what the sandboxed interpreter runs (``python -c``).
-# It must be self-contained (its own imports) because nothing else of this module is sent.
+# Probing what this machine gives.
 # --------------------------------------------------------------------------------------
-def _runner():  # pragma: no cover - runs in the child process
-    import json
-    import os
-    import random
-    import resource
-    import signal
-    import sys
-
-    sys.path[:] = [p for p in sys.path if p]  # ``-c`` puts the cwd first; import only the stdlib
-    sys.dont_write_bytecode = True
-    with open("_payload.json") as f:
-        job = json.load(f)
-    os.remove("_payload.json")  # the program must not read its hidden tests
-
-    write, exit_now, fd = os.write, os._exit, job["result_fd"]  # kept even if the program rebinds them
-
-    def send(message):
-        write(fd, (json.dumps(message) + "\n").encode())
-
-    def describe(exc):
-        try:
-            return f"{type(exc).__name__}: {exc}"[:300]
-        except BaseException:  # a hostile __str__
-            return type(exc).__name__
-
-    # OS limits, hard ones too, so the program cannot raise them again (as non-root; as
-    # root the audit hook refuses resource.setrlimit, and we drop root below when we can).
-    for name, value in job["limits"].items():
-        hard = value + 1 if name == "RLIMIT_CPU" else value  # SIGXCPU at soft, SIGKILL at hard
-        resource.setrlimit(getattr(resource, name), (value, hard))
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # too-big writes fail with EFBIG, not a kill
-    if job["user"] is not None:  # give up root; from here the kernel refuses what "nobody" may not do
-        os.setgroups([])
-        os.setgid(job["user"])
-        os.setuid(job["user"])
-
-    if job["audit_hook"]:
-        here = os.path.realpath(os.getcwd())
-        readable = [here] + [os.path.realpath(p) for p in sys.path]  # the temp dir and the stdlib
-        refused = {"os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
-                   "subprocess.Popen", "os.kill", "os.killpg", "resource.setrlimit", "resource.prlimit",
-                   "sys.remote_exec"}
-        refused_prefixes = ("socket.", "ctypes.", "_ctypes.")
-        # C modules that reach around the hook: ``_posixsubprocess.fork_exec`` starts processes
-        # without an audit event, and a sub-interpreter starts with no hooks at all.
-        refused_imports = ("_posixsubprocess", "_ctypes", "_xxsubinterpreters", "_interpreters", "_test")
-        path_events = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.link",
-                       "os.symlink", "os.truncate", "os.utime", "os.chflags", "os.setxattr", "os.removexattr",
-                       "os.mkfifo", "os.mknod"}
-        write_flags = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-        realpath, isdir, fsdecode, sep = os.path.realpath, os.path.isdir, os.fsdecode, os.sep
-
-        def inside(path, roots):
-            real = realpath(fsdecode(path))
-            return any(real == root or real.startswith(root + sep) for root in roots)
-
-        def hook(event, args):
-            if event == "open":
-                path, mode, flags = args
-                if isinstance(path, int):  # wraps a descriptor that is already open
-                    return
-                writing = bool(flags & write_flags) or any(c in (mode or "") for c in "wax+")
-                if writing and not inside(path, [here]):
-                    raise PermissionError(f"sandbox: writing {path!r} outside the sandbox is not allowed")
-                # Reading: the temp dir, and stdlib files (no directories: a directory fd
-                # could be used as ``dir_fd`` to write next to it).
-                if not writing and not inside(path, [here]) and (not inside(path, readable) or isdir(path)):
-                    raise PermissionError(f"sandbox: reading {path!r} is not allowed")
-            elif event == "import" and str(args[0]).startswith(refused_imports):
-                raise PermissionError(f"sandbox: importing {args[0]} is not allowed")
-            elif event in refused or event.startswith(refused_prefixes):
-                raise PermissionError(f"sandbox: {event} is not allowed")
-            elif event in path_events:
-                for i, arg in enumerate(args):
-                    if event == "os.symlink" and i == 0:  # the target; reading through it is checked
-                        continue
-                    if isinstance(arg, (str, bytes, os.PathLike)) and not inside(arg, [here]):
-                        raise PermissionError(f"sandbox: {event} on {arg!r} outside the sandbox is not allowed")
-
-        # Functions that act on other processes and raise no audit event: remove them (from
-        # the C modules too, as ``os``/``signal`` only re-export them).
-        import _signal
-        import posix
-
-        for module, name in ((os, "pidfd_open"), (posix, "pidfd_open"), (signal, "pidfd_send_signal"),
-                             (_signal, "pidfd_send_signal"), (os, "setpriority"), (posix, "setpriority"),
-                             (os, "sched_setscheduler"), (posix, "sched_setscheduler"),
-                             (os, "sched_setparam"), (posix, "sched_setparam"),
-                             (os, "sched_setaffinity"), (posix, "sched_setaffinity")):
-            if hasattr(module, name):
-                delattr(module, name)
-        sys.addaudithook(hook)
-
-    random.seed(0)  # like PYTHONHASHSEED=0: a program that draws random numbers is judged the same every run
-    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
-    try:
-        exec(compile(job["program"], "<program>", "exec"), namespace)
-    except BaseException as exc:  # SystemExit and KeyboardInterrupt too: report, never die
-        send({"program_error": describe(exc)})
-    else:
-        for i, test in enumerate(job["tests"]):  # each test separately: one failure hides nothing
-            try:
-                exec(compile(test, f"<test {i}>", "exec"), namespace)
-                send({"test": i, "passed": True})
-            except BaseException as exc:
-                send({"test": i, "passed": False, "error": describe(exc)})
-    for stream in (sys.__stdout__, sys.__stderr__):
-        try:
-            stream.flush()
-        except BaseException:
-            pass
-    send({"done": True})
-    exit_now(0)  # skip interpreter shutdown: no atexit handlers or __del__ of the program
+@functools.cache
+def _child_source() -> str:
+    text = (Path(__file__).with_name("_sandbox_child.py")).read_text(encoding="utf-8")
+    return text + "\nmain()\n"
 
 
 @functools.cache
-def _runner_source() -> str:
-    return inspect.getsource(_runner) + "\n_runner()\n"
+def _child_compiled() -> str:
+    """The child's code compiled once here, marshalled, base64: a child of the same bytecode
+    version skips compiling 500 lines (a third of its start-up CPU). Marshal goes one way only,
+    from us to the child; nothing the child sends back is ever unmarshalled or unpickled."""
+    import binascii
+    import marshal
+
+    code = compile(_child_source(), "<dpo_lab sandbox child>", "exec", optimize=2)
+    return binascii.b2a_base64(marshal.dumps(code), newline=False).decode("ascii")
 
 
-# --------------------------------------------------------------------------------------
-# The parent.
-# --------------------------------------------------------------------------------------
+def _child_argv(python: str, magic: str | None) -> list:
+    import importlib.util
+
+    if magic is not None and magic == importlib.util.MAGIC_NUMBER.hex():
+        loader = "import binascii, marshal, sys; exec(marshal.loads(binascii.a2b_base64(sys.argv[1])))"
+        return [python, "-s", "-S", "-B", "-c", loader, _child_compiled()]
+    return [python, "-s", "-S", "-B", "-c", _child_source()]
+
+
 @functools.cache
 def _child_user(python: str) -> int | None:
     """``NOBODY`` if we are root and ``python`` starts as nobody (checked once), else None."""
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         return None
-    probe = [python, "-s", "-S", "-B", "-c", "import json, math, resource"]
+    probe = [python, "-s", "-S", "-B", "-c", "import json, math, resource, ctypes"]
     try:
         done = subprocess.run(probe, user=NOBODY, group=NOBODY, extra_groups=[], env={}, cwd="/",
                               stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
@@ -281,20 +212,146 @@ def _child_user(python: str) -> int | None:
     return NOBODY if done.returncode == 0 else None
 
 
+def _disabled() -> frozenset:
+    names = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
+    unknown = names - set(LAYERS) - {"user"}
+    if unknown:
+        raise ValueError(f"{DISABLE_ENV}: unknown layers {sorted(unknown)}; known: {list(LAYERS) + ['user']}")
+    return frozenset(names)
+
+
+def _allow_weak(allow_weak: bool | None) -> bool:
+    if allow_weak is not None:
+        return bool(allow_weak)
+    return os.environ.get(ALLOW_WEAK_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@functools.cache
+def _probe(python: str, disabled: frozenset) -> dict:
+    """Run a child that confines itself and reports each layer, then exits (cached)."""
+    layers = [name for name in LAYERS if name not in disabled]
+    user = None if "user" in disabled else _child_user(python)
+    job = {"probe": True, "layers": layers, "require": [], "user": user, "limits": {}, "audit_hook": False,
+           "program": "", "tests": [], "max_message": _MAX_MESSAGE}
+    got, magic = {}, None
+    try:
+        raw, *_, code = _spawn_and_collect(python, job, user, timeout=30.0, max_output=4096)
+        for line in raw.decode("utf-8", "replace").splitlines():
+            message = json.loads(line)
+            if isinstance(message, dict) and isinstance(message.get("confined"), dict):
+                got, magic = message["confined"], message.get("magic")
+                break
+        else:
+            got = {name: f"the probe child exited with code {code}" for name in layers}
+    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        got = {name: f"the probe child failed: {exc}" for name in layers}
+    for name in LAYERS:
+        if name in disabled:
+            got[name] = f"turned off by {DISABLE_ENV}"
+    return {"layers": got, "user": user, "magic": magic if isinstance(magic, str) else None}
+
+
+def _working(value) -> bool:
+    return value is True or (isinstance(value, int) and not isinstance(value, bool) and value > 0)
+
+
 def describe_isolation(python: str | None = None) -> dict:
-    """Which of the kernel-enforced protections this machine gives (see the module docstring)."""
+    """Which protections a child gets on this machine, layer by layer (see the module docstring).
+
+    ``missing`` lists the required layers that do not work, ``mode`` is ``"kernel"`` when
+    none is missing, else ``"refused"`` (or ``"weak"`` when weak mode is opted in).
+    """
     python = python or sys.executable
-    user = _child_user(python)
+    probe = _probe(python, _disabled())
+    layers, user = probe["layers"], probe["user"]
+    ok = {name: _working(layers.get(name)) for name in LAYERS}
+    abi = layers.get("landlock") if ok["landlock"] else 0
+    missing = [name for name in REQUIRED if not ok[name]]
     root_parent = hasattr(os, "geteuid") and os.geteuid() == 0
     return {
         "python": python,
+        "platform": f"{sys.platform} {os.uname().machine if hasattr(os, 'uname') else ''}".strip(),
+        "mode": "kernel" if not missing else ("weak" if _allow_weak(None) else "refused"),
+        "missing": missing,
+        "layers": {name: layers.get(name) for name in LAYERS},  # True, an ABI number, or why not
+        "landlock_abi": abi,
         "child_user": "nobody (uid 65534)" if user is not None else "same as ours",
-        "os_stops_fork": user is not None or not root_parent,  # RLIMIT_NPROC binds non-root only
-        "os_stops_kill_of_parent": user is not None,  # a different, unprivileged uid
-        "os_stops_writes_to_our_files": user is not None,
+        "os_stops_fork": ok["seccomp"] or user is not None or not root_parent,
+        "os_stops_kill_of_parent": ok["seccomp"] or abi >= 6 or user is not None,
+        "os_stops_writes_to_our_files": ok["landlock"] or user is not None,
+        "os_stops_reading_our_files": ok["landlock"],
+        "os_stops_network": ok["seccomp"] or abi >= 4,
     }
 
 
+def _refusal(python: str, info: dict) -> str:
+    why = "; ".join(f"{name}: {info['layers'].get(name)}" for name in info["missing"])
+    return (f"dpo_lab.sandbox refuses to run untrusted code with {python} on {info['platform']}: the kernel "
+            f"layers {', '.join(info['missing'])} are missing ({why}). The sandbox needs Linux with Landlock "
+            f"(kernel >= 5.13, 'landlock' in the LSM list), seccomp and no_new_privs. To run anyway with only "
+            f"the layers that work (process, OS limits, audit hook, seccomp if present), pass allow_weak=True "
+            f"or set {ALLOW_WEAK_ENV}=1. The risk: a hostile program can then read and change every file your "
+            f"user can, signal your processes and use the network; the Python audit hook alone can be bypassed.")
+
+
+# --------------------------------------------------------------------------------------
+# Tests: split in the parent into a call (sent) and an expected value (kept).
+# --------------------------------------------------------------------------------------
+def _compile_test(source: str):
+    """``("call", expression, expected)`` for ``assert <expr> == <literal>``, else ``("exec", source)``."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return ("exec", source)  # the child reports the SyntaxError, as for any test
+    if len(tree.body) == 1 and isinstance(tree.body[0], ast.Assert):
+        test = tree.body[0].test
+        if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq):
+            for call, literal in ((test.left, test.comparators[0]), (test.comparators[0], test.left)):
+                try:
+                    expected = ast.literal_eval(literal)
+                except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                    continue
+                return ("call", ast.unparse(call), expected)
+    return ("exec", source)
+
+
+def _decode(obj, depth: int = 0):
+    """Rebuild a value from the child's tagged JSON (see ``_sandbox_child.encode``); ValueError if malformed."""
+    if depth > 64 or not isinstance(obj, list) or not obj or not isinstance(obj[0], str):
+        raise ValueError("malformed value")
+    tag, args = obj[0], obj[1:]
+    simple = {"n": lambda: None, "b": lambda: bool(args[0]) if isinstance(args[0], bool) else None,
+              "i": lambda: int(args[0]) if isinstance(args[0], str) else None,
+              "f": lambda: float(args[0]) if isinstance(args[0], str) else None,
+              "c": lambda: complex(float(args[0]), float(args[1])) if all(isinstance(a, str) for a in args) else None,
+              "s": lambda: args[0] if isinstance(args[0], str) else None,
+              "y": lambda: bytes.fromhex(args[0]) if isinstance(args[0], str) else None}
+    if tag in simple:
+        value = simple[tag]()
+        if value is None and tag != "n":
+            raise ValueError("malformed value")
+        return value
+    if tag in ("l", "t", "S", "F", "d") and len(args) == 1 and isinstance(args[0], list):
+        if tag == "d":
+            pairs = []
+            for pair in args[0]:
+                if not (isinstance(pair, list) and len(pair) == 2):
+                    raise ValueError("malformed value")
+                pairs.append((_decode(pair[0], depth + 1), _decode(pair[1], depth + 1)))
+            return dict(pairs)
+        items = [_decode(item, depth + 1) for item in args[0]]
+        return {"l": list, "t": tuple, "S": set, "F": frozenset}[tag](items)
+    raise ValueError("malformed value")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# --------------------------------------------------------------------------------------
+# The parent.
+# --------------------------------------------------------------------------------------
 def _limits(timeout: float, memory_mb: int, file_mb: int, cpu_seconds: int | None) -> dict:
     return {
         "RLIMIT_CPU": cpu_seconds if cpu_seconds is not None else math.ceil(timeout) + 1,
@@ -318,42 +375,89 @@ def _check_inputs(program, tests, timeout) -> None:
         raise ValueError(f"run_tests: timeout must be > 0 seconds, got {timeout!r}")
 
 
-def _collect(proc, result_fd: int, deadline: float, max_output: int):
-    """Read the child's output and results until both close or the deadline passes.
+def _collect(proc, deadline: float, max_output: int):
+    """Read the child's output (stdout) and results (stderr) until both close or the deadline.
 
-    Keeps at most ``max_output`` bytes of output but drains (and counts) everything, so
-    a chatty program never blocks on a full pipe. Returns (output, n_bytes, results, timed_out).
+    Keeps at most ``max_output`` bytes of output but drains (and counts) everything, so a
+    chatty program never blocks on a full pipe. Returns (output, n_bytes, results, timed_out).
     """
     output, n_bytes, results = bytearray(), 0, bytearray()
+    if sys.platform == "win32":  # no select() on pipes: threads, then cap after the fact
+        try:
+            out, res = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return b"", 0, b"", True
+        return out[:max_output], len(out), res[:_MAX_RESULT_BYTES], False
+    try:  # readable when the child exits (Linux >= 5.3); it is not reaped, so its group id stays ours
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        pidfd = -1
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout.fileno(), selectors.EVENT_READ, "output")
-        sel.register(result_fd, selectors.EVENT_READ, "results")
-        while sel.get_map():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return bytes(output), n_bytes, bytes(results), True
-            for key, _ in sel.select(left):
-                chunk = os.read(key.fd, 1 << 16)
-                if not chunk:
-                    sel.unregister(key.fd)
-                elif key.data == "output":
-                    n_bytes += len(chunk)
-                    output += chunk[: max(0, max_output - len(output))]
-                elif len(results) < _MAX_RESULT_BYTES:
-                    results += chunk
-    try:  # both pipes closed; the child may still be alive (it can close them itself)
-        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        return bytes(output), n_bytes, bytes(results), True
-    return bytes(output), n_bytes, bytes(results), False
-
-
-def _kill(proc) -> None:
-    """SIGKILL the child's whole process group (its session), then the child itself."""
-    for kill in (lambda: os.killpg(proc.pid, signal.SIGKILL), proc.kill):
+        sel.register(proc.stderr.fileno(), selectors.EVENT_READ, "results")
+        if pidfd >= 0:
+            sel.register(pidfd, selectors.EVENT_READ, "exit")
         try:
-            kill()
+            while len(sel.get_map()) > (pidfd >= 0 and pidfd in sel.get_map()):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return bytes(output), n_bytes, bytes(results), True
+                for key, _ in sel.select(left):
+                    if key.data == "exit":  # the child is done: whatever it started holding our pipes dies now
+                        sel.unregister(pidfd)
+                        _signal_group(proc)
+                        continue
+                    chunk = os.read(key.fd, 1 << 16)
+                    if not chunk:
+                        sel.unregister(key.fd)
+                    elif key.data == "output":
+                        n_bytes += len(chunk)
+                        output += chunk[: max(0, max_output - len(output))]
+                    elif len(results) < _MAX_RESULT_BYTES:
+                        results += chunk[: _MAX_RESULT_BYTES - len(results)]
+        finally:
+            if pidfd >= 0:
+                os.close(pidfd)
+    return bytes(output), n_bytes, bytes(results), not _wait_for_exit(proc, deadline)
+
+
+def _wait_for_exit(proc, deadline: float) -> bool:
+    """Wait until the child exits but do not reap it: while it is a zombie, its process
+    group id cannot be reused, so the group kill that follows reaches only its own group."""
+    left = max(0.0, deadline - time.monotonic())
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # macOS, old kernels: reap with a timeout instead
+        try:
+            proc.wait(timeout=left)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(pidfd, selectors.EVENT_READ)
+            return bool(sel.select(left))
+    finally:
+        os.close(pidfd)
+
+
+def _signal_group(proc) -> None:
+    """SIGKILL the child's process group (the child leads its own session and group)."""
+    kill = getattr(signal, "SIGKILL", None)
+    if kill is not None and hasattr(os, "killpg"):
+        try:
+            os.killpg(proc.pid, kill)
         except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _kill_group(proc) -> None:
+    """SIGKILL the child's whole process group (its session), then the child; reap it."""
+    _signal_group(proc)
+    if proc.returncode is None:
+        try:
+            proc.kill()
+        except OSError:
             pass
     try:
         proc.wait(timeout=5)
@@ -361,37 +465,180 @@ def _kill(proc) -> None:
         pass
 
 
-def _remove_tree(path: str) -> None:
-    """Delete the temp dir, even where the program made its sub-folders unreadable."""
-    for root, dirs, _ in os.walk(path, onerror=lambda e: None):
-        for name in dirs:
-            try:
-                os.chmod(os.path.join(root, name), stat.S_IRWXU, follow_symlinks=False)
-            except OSError:
-                pass
-    shutil.rmtree(path, ignore_errors=True)
+_CLEANUP_BUDGET = 0.5  # seconds of deleting inside run_tests; a bigger tree finishes in the background
+_cleaner: ThreadPoolExecutor | None = None
+_cleanups: list = []
+_cleaner_lock = threading.Lock()
 
 
-def _parse_results(raw: bytes, total: int):
-    program_error, done = None, False
-    passed: list[bool] = [False] * total
+def _remove_tree(path: str, budget: float | None = _CLEANUP_BUDGET) -> None:
+    """Delete the temporary folder, never following a symlink, never raising.
+
+    No recursion (a tree may be thousands of levels deep): each non-empty sub-folder's
+    entries are moved up to the top with names the child could not guess, then the emptied
+    folder is removed, until the top is empty. Folders the child made unreadable are made
+    ours again first (as a non-root parent without seccomp, the child could chmod them).
+    A child can make folders far faster than some disks delete them (about 3 ms each on a
+    disk mounted with ``discard``), so after ``budget`` seconds the rest is deleted by a
+    background thread (:func:`wait_for_cleanup`; the interpreter waits for it at exit).
+    """
+    deadline = None if budget is None else time.monotonic() + budget
+    try:
+        if _flatten_and_remove(path, deadline):
+            return
+    except Exception:  # noqa: BLE001 - cleanup must never raise; the fallback below tries again
+        pass
+    if budget is not None and os.path.lexists(path):
+        global _cleaner
+        with _cleaner_lock:
+            if _cleaner is None:
+                _cleaner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpo_sandbox_cleanup")
+            _cleanups.append(_cleaner.submit(_remove_tree, path, None))
+        return
+    if os.path.lexists(path):
+        shutil.rmtree(path, ignore_errors=True)
+    if os.path.lexists(path):
+        warnings.warn(f"dpo_lab.sandbox: could not remove {path}", RuntimeWarning, stacklevel=3)
+
+
+def wait_for_cleanup(timeout: float | None = None) -> bool:
+    """Wait until every temporary folder handed to the background is deleted; True if all are."""
+    with _cleaner_lock:
+        pending = list(_cleanups)
+    end = None if timeout is None else time.monotonic() + timeout
+    for future in pending:
+        try:
+            future.result(timeout=None if end is None else max(0.0, end - time.monotonic()))
+        except Exception:  # noqa: BLE001 - a timeout, or a failure _remove_tree already warned about
+            return False
+    with _cleaner_lock:
+        _cleanups[:] = [f for f in _cleanups if not f.done()]
+    return True
+
+
+def _flatten_and_remove(top: str, deadline: float | None = None) -> bool:
+    """Remove ``top``; False if ``deadline`` (time.monotonic) came first (call again to go on)."""
+    token, moved = secrets.token_hex(8), 0
+    flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        os.chmod(top, 0o700)
+    except OSError:
+        pass
+    top_fd = os.open(top, flags)
+    try:
+        for _ in range(10_000_000):  # a bound, never reached: each pass removes or moves something
+            with os.scandir(top_fd) as it:
+                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+            if not entries:
+                break
+            for name, is_dir in entries:
+                if deadline is not None and time.monotonic() > deadline:
+                    return False
+                if not is_dir:
+                    os.unlink(name, dir_fd=top_fd)  # a file, a symlink (never followed), a fifo...
+                    continue
+                try:  # lstat said it is a folder (not a link) and the child is dead: chmod is safe
+                    os.chmod(name, 0o700, dir_fd=top_fd)
+                except OSError:
+                    pass
+                sub = os.open(name, flags, dir_fd=top_fd)
+                try:
+                    with os.scandir(sub) as it:
+                        names = [e.name for e in it]
+                    for child in names:
+                        moved += 1
+                        os.rename(child, f".dpo-rm-{token}-{moved}", src_dir_fd=sub, dst_dir_fd=top_fd)
+                finally:
+                    os.close(sub)
+                os.rmdir(name, dir_fd=top_fd)
+    finally:
+        os.close(top_fd)
+    os.rmdir(top)
+    return True
+
+
+def _spawn_and_collect(python: str, job: dict, user, timeout: float, max_output: int, magic: str | None = None):
+    """Start the child in a fresh temporary folder, collect, kill its group, clean up.
+
+    Returns (results, output, n_bytes, timed_out, pid, seconds, returncode).
+    """
+    tmp = tempfile.mkdtemp(prefix="dpo_sandbox_")
+    proc = None
+    start = time.monotonic()
+    try:
+        with open(os.path.join(tmp, _PAYLOAD), "w", encoding="utf-8") as f:
+            json.dump(job, f)
+        if user is not None:  # the folder must belong to the child, which drops to this user itself
+            os.chown(tmp, user, user)
+            os.chown(os.path.join(tmp, _PAYLOAD), user, user)
+        proc = subprocess.Popen(
+            _child_argv(python, magic),
+            cwd=tmp,
+            env={"PYTHONHASHSEED": "0", "TMPDIR": tmp},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,  # the program's stdout and stderr, in the order it wrote them
+            stderr=subprocess.PIPE,  # the result channel (the child moves its stderr onto stdout)
+            start_new_session=sys.platform != "win32",
+        )
+        output, n_bytes, raw, timed_out = _collect(proc, start + timeout, max_output)
+    finally:
+        if proc is not None:
+            _kill_group(proc)  # after every run: nothing the child started outlives it
+            for stream in (proc.stdout, proc.stderr):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        _remove_tree(tmp)
+    seconds = time.monotonic() - start
+    return raw, output, n_bytes, timed_out, proc.pid, seconds, proc.returncode
+
+
+def _verdicts(raw: bytes, compiled: list):
+    """The parent's verdict on each test, from the child's messages (first message per test wins)."""
+    total = len(compiled)
+    program_error, done, confined, stray = None, False, None, []
+    passed, verified = [False] * total, [False] * total
     errors: list[str | None] = ["not run"] * total
+    seen: set[int] = set()
     for line in raw.decode("utf-8", "replace").splitlines():
         try:
             message = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
+            stray.append(line)
             continue
         if not isinstance(message, dict):
             continue
-        if "program_error" in message:
-            program_error = str(message["program_error"])
+        if confined is None and "confined" in message:
+            confined = message["confined"]
+        elif "program_error" in message and program_error is None:
+            program_error = str(message["program_error"])[:300]
         elif message.get("done") is True:
             done = True
-        elif isinstance(message.get("test"), int) and 0 <= message["test"] < total:
+        elif isinstance(message.get("test"), int) and 0 <= message["test"] < total and message["test"] not in seen:
             i = message["test"]
-            passed[i] = message.get("passed") is True
-            errors[i] = None if passed[i] else str(message.get("error"))
-    return program_error, done, passed, errors
+            seen.add(i)
+            kind = compiled[i][0]
+            if "error" in message:
+                errors[i] = str(message["error"])[:300]
+            elif kind == "call" and "value" in message:
+                try:
+                    value = _decode(message["value"])
+                    passed[i] = bool(value == compiled[i][2])
+                except (ValueError, TypeError, OverflowError, RecursionError, MemoryError):
+                    errors[i] = "ValueError: the value sent back could not be read"
+                    continue
+                verified[i] = True
+                errors[i] = None if passed[i] else \
+                    f"AssertionError: {compiled[i][1]} returned {_short(value)}, expected {_short(compiled[i][2])}"
+            elif kind == "exec" and message.get("passed") is True:
+                passed[i], errors[i] = True, None
+            else:
+                errors[i] = "the child sent a message the judge does not accept"
+    for i, (kind, *_) in enumerate(compiled):
+        if kind == "call" and errors[i] is not None and errors[i] != "not run":
+            verified[i] = True  # a failure is a failure, whoever reports it
+    return program_error, done, confined, passed, errors, verified, stray
 
 
 def run_tests(
@@ -404,67 +651,54 @@ def run_tests(
     cpu_seconds: int | None = None,
     max_output: int = 16_384,
     audit_hook: bool = True,
+    allow_weak: bool | None = None,
     python: str | None = None,
 ) -> SandboxResult:
-    """Run ``program`` and then each assert-style test in ``tests`` in a sandboxed child.
+    """Run ``program`` and then each assert-style test in ``tests`` in a confined child.
 
     Args:
         program: Python source defining what the tests use (a function, usually).
         tests: statements such as ``"assert add(1, 2) == 3"``; each runs on its own, in
-            the program's namespace, so one failure does not hide the others.
+            the program's namespace, so one failure does not hide the others. Those of the
+            shape ``assert <call> == <literal>`` are judged here, in the parent.
         timeout: wall-clock seconds for the whole run, interpreter start included.
         memory_mb: address-space limit (``RLIMIT_AS``) of the child.
         file_mb: the largest file the child may write (``RLIMIT_FSIZE``).
         cpu_seconds: CPU limit; default ``ceil(timeout) + 1`` (the wall clock fires first,
             the CPU limit is the backstop if we are gone).
         max_output: bytes of stdout+stderr kept; the rest is counted, not stored.
-        audit_hook: turn off only to see what the OS limits alone stop (the tests do).
+        audit_hook: turn off to see what the kernel layers alone stop (the tests do).
+        allow_weak: run even where Landlock, seccomp or no_new_privs is missing (default: the
+            ``DPO_LAB_SANDBOX_ALLOW_WEAK`` environment variable, else refuse).
         python: the interpreter to run (default ``sys.executable``).
 
     Returns a :class:`SandboxResult`; never raises because of what the program does.
+    Raises :class:`SandboxUnavailable` when the kernel layers are missing and weak mode
+    was not asked for.
     """
     _check_inputs(program, tests, timeout)
     python = python or sys.executable
-    user = _child_user(python)
-    tmp = tempfile.mkdtemp(prefix="dpo_sandbox_")
-    result_r, result_w = os.pipe()
-    proc = None
-    start = time.monotonic()
-    try:
-        job = {"program": program, "tests": list(tests), "result_fd": result_w, "audit_hook": audit_hook,
-               "limits": _limits(timeout, memory_mb, file_mb, cpu_seconds), "user": user}
-        with open(os.path.join(tmp, _PAYLOAD), "w", encoding="utf-8") as f:
-            json.dump(job, f)
-        if user is not None:  # the folder must belong to the child, which drops to this user itself
-            os.chown(tmp, user, user)
-        proc = subprocess.Popen(
-            [python, "-s", "-S", "-B", "-c", _runner_source()],
-            cwd=tmp,
-            env={"PYTHONHASHSEED": "0", "TMPDIR": tmp},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,  # one stream, in the order the program wrote it
-            pass_fds=(result_w,),
-            start_new_session=True,
-        )
-        os.close(result_w)
-        result_w = -1
-        output, n_bytes, raw, timed_out = _collect(proc, result_r, start + timeout, max_output)
-        if timed_out:
-            _kill(proc)
-    finally:
-        for fd in (result_r, result_w):
-            if fd >= 0:
-                os.close(fd)
-        if proc is not None:
-            if proc.returncode is None:  # an exception above: never leave a child behind
-                _kill(proc)
-            proc.stdout.close()
-        _remove_tree(tmp)
-    seconds = time.monotonic() - start
+    disabled = _disabled()
+    probe = _probe(python, disabled)
+    working = [name for name in LAYERS if _working(probe["layers"].get(name))]
+    missing = [name for name in REQUIRED if name not in working]
+    if missing and not _allow_weak(allow_weak):
+        info = describe_isolation(python)
+        raise SandboxUnavailable(_refusal(python, info))
+    compiled = [_compile_test(t) for t in tests]
+    job = {"program": program, "probe": False, "audit_hook": audit_hook, "user": probe["user"],
+           "tests": [{"call": c[1]} if c[0] == "call" else {"source": c[1]} for c in compiled],
+           "limits": _limits(timeout, memory_mb, file_mb, cpu_seconds), "max_message": _MAX_MESSAGE,
+           "layers": [name for name in LAYERS if name not in disabled], "require": working}
+    raw, output, n_bytes, timed_out, pid, seconds, code = _spawn_and_collect(
+        python, job, probe["user"], timeout, max_output, probe["magic"])
 
-    program_error, done, passed, errors = _parse_results(raw, len(tests))
-    code = proc.returncode
+    program_error, done, confined, passed, errors, verified, stray = _verdicts(raw, compiled)
+    if confined is not None and code == 3 and not done:  # the child refused: a layer failed this time
+        lost = [name for name in working if not _working(confined.get(name))]
+        if lost:
+            raise SandboxUnavailable(f"dpo_lab.sandbox: the child could not apply {lost} "
+                                     f"({ {n: confined.get(n) for n in lost} }) although the probe could")
     if done:  # the runner finished: the tests decide
         status, error = ("ok" if all(passed) else "failed"), None
         if program_error is not None:
@@ -473,16 +707,18 @@ def run_tests(
         status, error = "timeout", f"timed out after {timeout:g} s of wall clock"
     elif code is not None and code < 0:
         name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
-        status = "timeout" if -code == signal.SIGXCPU else "killed"
+        status = "timeout" if name == "SIGXCPU" else "killed"
         error = "CPU time limit (SIGXCPU)" if status == "timeout" else f"killed by {name}"
     else:
         status, error = "error", program_error or f"the child exited (code {code}) before finishing the tests"
         if code != 0 and program_error is None:
-            error += ": " + output.decode("utf-8", "replace")[-300:]
+            error += ": " + ("\n".join(stray) or output.decode("utf-8", "replace"))[-300:]
     return SandboxResult(
         status=status, passed=sum(passed), total=len(tests), test_passed=tuple(passed),
         test_errors=tuple(errors), error=error, output=output.decode("utf-8", "replace"),
-        output_bytes=n_bytes, truncated=n_bytes > len(output), returncode=code, seconds=seconds, pid=proc.pid,
+        output_bytes=n_bytes, truncated=n_bytes > len(output), returncode=code, seconds=seconds, pid=pid,
+        test_verified=tuple(verified), unverified=sum(p and not v for p, v in zip(passed, verified)),
+        isolation="weak" if missing else "kernel",
     )
 
 
