@@ -109,3 +109,37 @@ def test_model_memory_by_hand():
     assert model_memory_mb(held=[model]) == pytest.approx(220 / 2**20)
     # trained: weights, gradients and AdamW's two moments
     assert model_memory_mb(held=[model], trained=[model]) == pytest.approx(5 * 220 / 2**20)
+
+
+def test_rloo_scores_samples_at_their_sampling_temperature(tiny_model, tokenizer):
+    """At T = 0.6 the samples come from softmax(logits / T): the first step's KL (logged) and loss must be those
+    of log pi_T and log pi_ref,T, computed here token by token from the models' logits."""
+    from dpo_lab.evaluate import sample
+    from dpo_lab.rloo import rloo_advantages
+
+    temperature, k, kl_coef = 0.6, 3, 0.5
+    ref = tiny_model
+    policy = copy.deepcopy(ref)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(3)))
+    prompts = ["The film"] * 2
+    # the samples of step 1, drawn as train_rloo draws them (seed * 100_003 + step)
+    samples = sample(policy, tokenizer, prompts, n=k, max_new_tokens=5, temperature=temperature,
+                     batch_size=len(prompts) * k, seed=7 * 100_003)
+
+    def logp_at_t(model, prompt_ids, completion_ids):
+        ids = torch.tensor([prompt_ids + completion_ids])
+        with torch.no_grad():
+            logits = model(ids).logits[0, len(prompt_ids) - 1:-1].double() / temperature
+        return torch.log_softmax(logits, -1).gather(-1, torch.tensor(completion_ids)[:, None]).sum().item()
+
+    pol = torch.tensor([logp_at_t(policy, p, c) for p, c in zip(samples.prompt_ids, samples.completion_ids)])
+    rf = torch.tensor([logp_at_t(ref, p, c) for p, c in zip(samples.prompt_ids, samples.completion_ids)])
+    advantages = rloo_advantages((-kl_coef * (pol - rf)).view(2, k)).view(-1)
+    history = train_rloo(copy.deepcopy(policy), ref, tokenizer, prompts, lambda t: np.zeros(len(t)),
+                         kl_coef=kl_coef, k=k, steps=1, prompts_per_step=2, lr=0.0, max_new_tokens=5,
+                         temperature=temperature, seed=7, progress=False)
+    assert history.kl.iloc[0] == pytest.approx((pol - rf).mean().item(), abs=1e-4)
+    assert history.loss.iloc[0] == pytest.approx(-(advantages * pol).mean().item(), abs=1e-4)
+    assert abs((pol - rf).mean().item()) > 0.05  # the policy differs from the reference: the test can tell
