@@ -9,7 +9,9 @@ The rule (made once, from the device the model sits on):
   bf16 is *emulated* there (slowly), so it is not asked. fp16's small range makes small
   gradients underflow to zero, hence the loss is multiplied by a large factor before
   ``backward`` and the gradients divided by it before the step (``GradScaler``), which
-  also skips a step whose gradients overflowed and lowers the factor.
+  also skips a step whose gradients overflowed and lowers the factor (the first step or
+  two of a run are usually skipped this way while it finds its scale: their logged
+  ``grad_norm`` is inf or nan).
 * ``"fp32"`` on a CPU or Apple's MPS (the tiny profile): full precision.
 
 Mixed precision keeps the weights and the optimiser in float32; only the forward pass
