@@ -106,7 +106,7 @@ def test_reward_model_and_rloo_take_the_precision(tokenizer, models):
     from dpo_lab.rloo import train_rloo
 
     policy, ref = models
-    runs = {precision: train_reward_model(reward_model_from_lm(ref, seed=0), tokenizer, PAIRS, epochs=2,
+    runs = {precision: train_reward_model(reward_model_from_lm(ref, seed=0), tokenizer, PAIRS, epochs=4,
                                           batch_size=8, lr=1e-3, progress=False, precision=precision)
             for precision in ("fp32", "bf16", "fp16")}
     assert runs["bf16"].loss.to_numpy() == pytest.approx(runs["fp32"].loss.to_numpy(), abs=0.02)
@@ -116,7 +116,7 @@ def test_reward_model_and_rloo_take_the_precision(tokenizer, models):
     assert fp16.loss.iloc[0] == pytest.approx(runs["fp32"].loss.iloc[0], abs=0.01)
     assert np.isfinite(fp16.loss).all() and not np.isfinite(fp16.grad_norm.iloc[0])
     assert np.isfinite(fp16.grad_norm).sum() >= 2
-    assert fp16.loss.iloc[-1] < fp16.loss.iloc[0]
+    assert fp16.margin.iloc[-4:].mean() > fp16.margin.iloc[0] + 1.0  # it learns the preferences
     rows = {}
     for precision in ("fp32", "bf16"):
         rows[precision] = train_rloo(copy.deepcopy(policy), ref, tokenizer, ["The film"] * 2,
