@@ -92,16 +92,37 @@ def test_measure_times_and_excludes():
     assert record["method"] == "sleepy" and record["models_in_memory"] == 2 and record["samples"] == 5
     assert 0.05 <= record["wall_s"] < 0.1 and record["excluded_wall_s"] >= 0.1
     assert 0 < record["cpu_s"] <= record["wall_s"] + 0.01
-    assert record["peak_mem_mb"] >= 0 and record["memory_kind"] in ("cpu rss rise", "cuda max allocated")
+    assert record["peak_mem_mb"] >= 0 and record["memory_kind"] in (
+        "cpu rss rise", "cpu rss rise (polled: may miss short peaks)", "cuda max allocated")
 
 
 def test_measure_sees_a_large_allocation():
+    """A 64 MiB block, touched then freed at once, is seen whole (the kernel's peak counter, not a polling
+    thread that a short peak can slip past), and nothing else is counted: the rise stays under 64 + 16 MiB."""
     if torch.cuda.is_available():
         pytest.skip("on a GPU machine measure() reports CUDA memory")
     with measure("alloc") as record:
         block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
         del block
-    assert record["peak_mem_mb"] > 48
+    if record["memory_kind"] != "cpu rss rise":
+        pytest.skip(f"no kernel peak-RSS counter here ({record['memory_kind']})")
+    assert 62 < record["peak_mem_mb"] < 80
+
+
+def test_measure_nested_blocks_keep_their_peaks():
+    """An inner block resets the kernel's counter; the outer block still sees the peak reached before it."""
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU machine measure() reports CUDA memory")
+    with measure("outer") as outer:
+        block = np.ones(96 * 2**20 // 8)  # 96 MiB, freed before the inner block starts
+        del block
+        with measure("inner") as inner:
+            small = np.ones(32 * 2**20 // 8)
+            del small
+    if outer["memory_kind"] != "cpu rss rise":
+        pytest.skip(f"no kernel peak-RSS counter here ({outer['memory_kind']})")
+    assert 30 < inner["peak_mem_mb"] < 48
+    assert 94 < outer["peak_mem_mb"] < 112
 
 
 def test_model_memory_by_hand():
