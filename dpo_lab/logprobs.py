@@ -173,7 +173,8 @@ def body_and_head(model):
         return None
     config = getattr(model, "config", None)
     if any(getattr(config, name, None) not in (None, 1.0) for name in
-           ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier_scale")):
+           ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier",
+            "output_multiplier_scale", "lm_head_multiplier")):
         return None
     return body, head
 

@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dpo_lab.collate import collate_pairs, encode_examples, encode_pairs, pad_batch
-from dpo_lab.logprobs import sequence_logprobs
+from dpo_lab.logprobs import DEFAULT_CHUNK_SIZE, sequence_logprobs
 from dpo_lab.losses import LOSS_TYPES, dpo_loss, nll_loss, orpo_loss, simpo_loss
 from dpo_lab.precision import backward_and_step, resolve_precision
 
@@ -123,7 +123,8 @@ def precompute_ref_logps(ref_model, tokenizer, chosen, rejected, batch_size: int
 
 def dpo_batch_loss(policy, batch: dict, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, *,
                    beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
-                   nll_alpha: float = 0.0, simpo_gamma: float = 0.5) -> tuple[torch.Tensor, dict]:
+                   nll_alpha: float = 0.0, simpo_gamma: float = 0.5,
+                   chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> tuple[torch.Tensor, dict]:
     """The DPO loss of one collated pair batch (chosen rows first), and its metrics.
 
     One forward pass scores chosen and rejected together. ``loss_type="ipo"`` uses
@@ -135,13 +136,16 @@ def dpo_batch_loss(policy, batch: dict, ref_chosen: torch.Tensor, ref_rejected: 
     length-averaged log-probs (the reference log-probs are then unused):
     ``loss_type="simpo"`` (``beta`` and ``simpo_gamma``) and ``loss_type="orpo"``
     (``beta`` is ORPO's lambda).
+
+    ``chunk_size`` is that of :func:`dpo_lab.logprobs.sequence_logprobs` (``None``: the plain
+    full-logits path, kept as the reference and for the benchmark).
     """
     if loss_type not in LOSS_TYPES + REFERENCE_FREE_LOSSES:
         raise ValueError(f"loss_type={loss_type!r} is not one of {LOSS_TYPES + REFERENCE_FREE_LOSSES}")
     average = loss_type in AVERAGED_LOSSES
     if loss_type in REFERENCE_FREE_LOSSES and label_smoothing:
         raise ValueError(f"label_smoothing is not defined for loss_type={loss_type!r}")
-    logps = sequence_logprobs(policy, **batch, average=average)
+    logps = sequence_logprobs(policy, **batch, average=average, chunk_size=chunk_size)
     half = logps.shape[0] // 2
     chosen, rejected = logps[:half], logps[half:]
     if loss_type == "simpo":
