@@ -369,7 +369,7 @@ def compare_with_trl(model_name: str = "tiny", device: str | None = None, batch_
 # --- one forward+backward of sequence_logprobs: what the chunked path saves -------------
 
 def _logprobs_memory_run(chunked: bool, body: str, vocab_size: int, rows: int, seq_len: int, prompt_len: int,
-                         threads: int | None) -> dict:
+                         threads: int | None, chunk_size: int = DEFAULT_CHUNK_SIZE) -> dict:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     if threads:
@@ -388,21 +388,22 @@ def _logprobs_memory_run(chunked: bool, body: str, vocab_size: int, rows: int, s
     base = reset_peak_memory(torch.device("cpu"))
     start = time.process_time()
     logps = sequence_logprobs(model, input_ids, attention_mask, completion_mask,
-                              chunk_size=DEFAULT_CHUNK_SIZE if chunked else None)
+                              chunk_size=chunk_size if chunked else None)
     logps.sum().backward()
     seconds = time.process_time() - start
-    return {"path": "chunked" if chunked else "plain", "body": body, "vocab_size": vocab_size, "rows": rows,
+    return {"path": "chunked" if chunked else "plain", "chunk_size": chunk_size if chunked else None, "body": body, "vocab_size": vocab_size, "rows": rows,
             "seq_len": seq_len, "peak_rise_mb": peak_memory_mb(torch.device("cpu")) - base, "cpu_s": seconds,
             "counter": "VmHWM" if peak_rss_mb() is not None else "fallback"}
 
 
 def logprobs_memory(body: str = "tiny", vocab_size: int = 50257, rows: int = 16, seq_len: int = 262,
-                    prompt_len: int = 8, threads: int | None = None) -> list[dict]:
+                    prompt_len: int = 8, threads: int | None = None,
+                    chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[dict]:
     """Peak RSS rise of one forward+backward of :func:`sequence_logprobs` on a CPU, plain vs chunked.
 
     ``body``: ``"tiny"`` (2 layers, width 128) or ``"gpt2"`` (GPT-2 small), random weights, at
     ``vocab_size``; ``rows`` sequences of ``seq_len`` tokens whose last ``seq_len - prompt_len``
-    are scored. Each path runs in a fresh process; the rise is the kernel's peak RSS (reset just
+    are scored, the chunked path ``chunk_size`` positions at a time. Each path runs in a fresh process; the rise is the kernel's peak RSS (reset just
     before) minus the RSS then, so it counts everything the step allocated: activations, the
     logits or their chunks, and the parameters' gradients.
     """
@@ -413,7 +414,7 @@ def logprobs_memory(body: str = "tiny", vocab_size: int = 50257, rows: int = 16,
     for chunked in (False, True):
         with ctx.Pool(1) as pool:
             out.append(pool.apply(_logprobs_memory_run, (chunked, body, vocab_size, rows, seq_len, prompt_len,
-                                                         threads)))
+                                                         threads, chunk_size)))
     return out
 
 
