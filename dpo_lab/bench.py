@@ -391,8 +391,8 @@ def _logprobs_memory_run(chunked: bool, body: str, vocab_size: int, rows: int, s
                               chunk_size=chunk_size if chunked else None)
     logps.sum().backward()
     seconds = time.process_time() - start
-    return {"path": "chunked" if chunked else "plain", "chunk_size": chunk_size if chunked else None, "body": body, "vocab_size": vocab_size, "rows": rows,
-            "seq_len": seq_len, "peak_rise_mb": peak_memory_mb(torch.device("cpu")) - base, "cpu_s": seconds,
+    return {"path": "chunked" if chunked else "plain", "chunk_size": chunk_size if chunked else None, "body": body,
+            "vocab_size": vocab_size, "rows": rows, "seq_len": seq_len, "peak_rise_mb": peak_memory_mb(torch.device("cpu")) - base, "cpu_s": seconds,
             "counter": "VmHWM" if peak_rss_mb() is not None else "fallback"}
 
 
@@ -403,9 +403,10 @@ def logprobs_memory(body: str = "tiny", vocab_size: int = 50257, rows: int = 16,
 
     ``body``: ``"tiny"`` (2 layers, width 128) or ``"gpt2"`` (GPT-2 small), random weights, at
     ``vocab_size``; ``rows`` sequences of ``seq_len`` tokens whose last ``seq_len - prompt_len``
-    are scored, the chunked path ``chunk_size`` positions at a time. Each path runs in a fresh process; the rise is the kernel's peak RSS (reset just
-    before) minus the RSS then, so it counts everything the step allocated: activations, the
-    logits or their chunks, and the parameters' gradients.
+    are scored, the chunked path ``chunk_size`` positions at a time. Each path runs in a fresh
+    process; the rise is the kernel's peak RSS (reset just before) minus the RSS then, so it
+    counts everything the step allocated: activations, the logits or their chunks, and the
+    parameters' gradients.
     """
     import multiprocessing
 
