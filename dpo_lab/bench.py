@@ -392,7 +392,8 @@ def _logprobs_memory_run(chunked: bool, body: str, vocab_size: int, rows: int, s
     logps.sum().backward()
     seconds = time.process_time() - start
     return {"path": "chunked" if chunked else "plain", "chunk_size": chunk_size if chunked else None, "body": body,
-            "vocab_size": vocab_size, "rows": rows, "seq_len": seq_len, "peak_rise_mb": peak_memory_mb(torch.device("cpu")) - base, "cpu_s": seconds,
+            "vocab_size": vocab_size, "rows": rows, "seq_len": seq_len,
+            "peak_rise_mb": peak_memory_mb(torch.device("cpu")) - base, "cpu_s": seconds,
             "counter": "VmHWM" if peak_rss_mb() is not None else "fallback"}
 
 
