@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from dpo_lab.collate import pad_batch
-from dpo_lab.logprobs import sequence_logprobs, token_kl
+from dpo_lab.logprobs import DEFAULT_CHUNK_SIZE, sequence_logprobs, token_kl
 from dpo_lab.sampling import generate_ids
 
 
@@ -70,7 +70,7 @@ def _sample_batches(samples: Samples, pad_token_id: int, batch_size: int, device
 
 @torch.no_grad()
 def score_samples(model, samples: Samples, pad_token_id: int, batch_size: int = 128,
-                  temperature: float = 1.0) -> torch.Tensor:
+                  temperature: float = 1.0, chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
     """log pi(completion | prompt) of every sample, summed over its tokens.
 
     ``temperature`` scores under softmax(logits / T), the distribution samples drawn at
@@ -79,7 +79,7 @@ def score_samples(model, samples: Samples, pad_token_id: int, batch_size: int = 
     """
     out = torch.zeros(len(samples.prompts))
     for idx, batch in _sample_batches(samples, pad_token_id, batch_size, next(model.parameters()).device):
-        out[idx] = sequence_logprobs(model, **batch, temperature=temperature).float().cpu()
+        out[idx] = sequence_logprobs(model, **batch, temperature=temperature, chunk_size=chunk_size).float().cpu()
     return out
 
 

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from dpo_lab.collate import pad_batch
 from dpo_lab.evaluate import sample, score_samples
-from dpo_lab.logprobs import sequence_logprobs
+from dpo_lab.logprobs import DEFAULT_CHUNK_SIZE, sequence_logprobs
 from dpo_lab.precision import backward_and_step, resolve_precision
 
 
@@ -86,7 +86,7 @@ def train_rloo(policy, ref_model, tokenizer, prompts: list[str], reward_fn, *, k
                steps: int = 50, prompts_per_step: int = 32, lr: float = 1e-4, max_new_tokens: int = 32,
                temperature: float = 1.0, grad_clip: float = 1.0, seed: int = 0, monitor_fn=None,
                eval_every: int | None = None, on_eval=None, progress: bool = True, desc: str = "RLOO",
-               precision=None) -> pd.DataFrame:
+               precision=None, chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> pd.DataFrame:
     """Train ``policy`` with RLOO against ``reward_fn`` and a KL penalty to the frozen ``ref_model``.
 
     Each step samples ``k`` completions for each of ``prompts_per_step`` prompts from the
@@ -104,7 +104,8 @@ def train_rloo(policy, ref_model, tokenizer, prompts: list[str], reward_fn, *, k
     Samples are scored at the ``temperature`` they were drawn at (see the module docstring).
     ``precision`` (``None``: decided from the policy's device, see :mod:`dpo_lab.precision`):
     the policy's and the reference's forward passes run under its autocast, the step through
-    its gradient scaler.
+    its gradient scaler. ``chunk_size``: of :func:`dpo_lab.logprobs.sequence_logprobs` (``None``:
+    the plain full-logits path).
     """
     if k < 2:
         raise ValueError(f"RLOO needs k >= 2 samples a prompt for its leave-one-out baseline, got k={k}")
@@ -131,11 +132,11 @@ def train_rloo(policy, ref_model, tokenizer, prompts: list[str], reward_fn, *, k
         #    under pi_T, the distribution the samples were drawn from
         with precision.autocast():
             ref_logps = score_samples(ref_model, samples, tokenizer.pad_token_id, batch_size=len(texts),
-                                      temperature=temperature).to(device)
+                                      temperature=temperature, chunk_size=chunk_size).to(device)
             policy.train()
             batch = pad_batch(list(zip(samples.prompt_ids, samples.completion_ids)), tokenizer.pad_token_id)
             policy_logps = sequence_logprobs(policy, **{key: v.to(device) for key, v in batch.items()},
-                                             temperature=temperature)
+                                             temperature=temperature, chunk_size=chunk_size)
         # 3. KL-penalised rewards, leave-one-out advantages, the REINFORCE step
         rewards = kl_penalized_rewards(scores.to(device), policy_logps, ref_logps, kl_coef)
         advantages = rloo_advantages(rewards.view(len(idx), k)).view(-1)

@@ -65,11 +65,12 @@ def _to(batch: dict, device) -> dict:
 def train_sft(model, tokenizer, prompts: list[str], completions: list[str], *, epochs: float = 1.0,
               batch_size: int = 16, lr: float = 1e-3, weight_decay: float = 0.0, max_prompt_length=None,
               max_length=None, grad_clip: float = 1.0, seed: int = 0, progress: bool = True,
-              desc: str = "SFT", precision=None) -> pd.DataFrame:
+              desc: str = "SFT", precision=None, chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> pd.DataFrame:
     """Supervised fine-tuning: minimise the mean NLL of completion tokens given the prompt.
 
     loss = -(1/N) sum over completion tokens of log pi(y_t | x, y_<t), N tokens in the batch.
     ``precision``: see the module docstring (``None``: decided from the model's device).
+    ``chunk_size``: of :func:`dpo_lab.logprobs.sequence_logprobs` (``None``: the plain path).
     """
     device = next(model.parameters()).device
     precision = resolve_precision(precision, device)
@@ -82,7 +83,7 @@ def train_sft(model, tokenizer, prompts: list[str], completions: list[str], *, e
     for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress)):
         batch = _to(pad_batch([encoded[i] for i in idx], tokenizer.pad_token_id), device)
         with precision.autocast():
-            logps = sequence_logprobs(model, **batch)
+            logps = sequence_logprobs(model, **batch, chunk_size=chunk_size)
         n_tokens = batch["completion_mask"][:, 1:].sum()
         loss = -logps.sum() / n_tokens
         _check_finite(loss, step, desc)
@@ -95,7 +96,8 @@ def train_sft(model, tokenizer, prompts: list[str], completions: list[str], *, e
 @torch.no_grad()
 def precompute_ref_logps(ref_model, tokenizer, chosen, rejected, batch_size: int = 64,
                          average: bool = False, progress: bool = False,
-                         precision=None) -> tuple[torch.Tensor, torch.Tensor]:
+                         precision=None, chunk_size: int | None = DEFAULT_CHUNK_SIZE
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference log-probs of every chosen and rejected sequence, computed once.
 
     The reference is frozen, so its log-probs never change: computing them up front
@@ -113,7 +115,7 @@ def precompute_ref_logps(ref_model, tokenizer, chosen, rejected, batch_size: int
         batch = _to(collate_pairs(chosen[start:start + batch_size], rejected[start:start + batch_size],
                                   tokenizer.pad_token_id), device)
         with precision.autocast():
-            logps = sequence_logprobs(ref_model, **batch, average=average).float().cpu()
+            logps = sequence_logprobs(ref_model, **batch, average=average, chunk_size=chunk_size).float().cpu()
         half = logps.shape[0] // 2
         out_c.append(logps[:half])
         out_r.append(logps[half:])
@@ -175,7 +177,8 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
               epochs: float = 1.0, batch_size: int = 16, lr: float = 1e-4, weight_decay: float = 0.0,
               max_prompt_length=None, max_length=None, grad_clip: float = 1.0, seed: int = 0,
               ref_logps: tuple[torch.Tensor, torch.Tensor] | None = None, checkpoint_every: int | None = None,
-              on_checkpoint=None, progress: bool = True, desc: str = "DPO", precision=None) -> pd.DataFrame:
+              on_checkpoint=None, progress: bool = True, desc: str = "DPO", precision=None,
+              chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> pd.DataFrame:
     """Train ``policy`` with a preference loss on ``pairs`` against a frozen reference.
 
     The reference enters only through its log-probs. They are precomputed once (from
@@ -191,7 +194,8 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
     reference model nor ``ref_logps``.
 
     ``precision``: see the module docstring (``None``: decided from the policy's device);
-    reference log-probs computed here use the same precision.
+    reference log-probs computed here use the same precision. ``chunk_size``: of
+    :func:`dpo_lab.logprobs.sequence_logprobs` (``None``: the plain full-logits path).
     """
     device = next(policy.parameters()).device
     precision = resolve_precision(precision, device)
@@ -204,7 +208,7 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
         if ref_model is None:
             raise ValueError("train_dpo needs ref_model or precomputed ref_logps")
         ref_logps = precompute_ref_logps(ref_model, tokenizer, chosen, rejected, average=average,
-                                         precision=precision.name)
+                                         precision=precision.name, chunk_size=chunk_size)
     ref_chosen, ref_rejected = ref_logps
     if len(ref_chosen) != len(pairs):
         raise ValueError(f"ref_logps has {len(ref_chosen)} rows but there are {len(pairs)} pairs")
@@ -219,7 +223,7 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
         with precision.autocast():
             loss, metrics = dpo_batch_loss(policy, batch, ref_chosen[idx].to(device), ref_rejected[idx].to(device),
                                            beta=beta, loss_type=loss_type, label_smoothing=label_smoothing,
-                                           nll_alpha=nll_alpha, simpo_gamma=simpo_gamma)
+                                           nll_alpha=nll_alpha, simpo_gamma=simpo_gamma, chunk_size=chunk_size)
         _check_finite(loss, step, desc)
         grad_norm = backward_and_step(loss, optimizer, policy.parameters(), grad_clip, scaler)
         row = {"step": step, **metrics, "grad_norm": grad_norm.item()}
