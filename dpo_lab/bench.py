@@ -4,13 +4,28 @@ Run it from the repository root::
 
     python -m dpo_lab.bench                 # CPU: the tiny GPT-2, dpo_lab vs TRL's DPOTrainer
     python -m dpo_lab.bench --model gpt2    # a GPT-2 (124M) sized model; on a GPU when present
+    python -m dpo_lab.bench --vocab-size 50257 --seq-len 262 --batch-size 8   # how memory grows
+    python -m dpo_lab.bench --logprobs-memory   # one forward+backward of sequence_logprobs, plain vs chunked
 
-Both frameworks run the same model, the same pairs, batch size, sequence lengths, precision
-and optimiser (AdamW, gradient clipping at 1), each after warm-up steps, and the script
-prints the median seconds a step (CPU time on a CPU, so a busy machine does not decide it; wall
-time on a GPU), tokens a second (non-padding tokens of the policy's forward pass),
-peak memory and the dpo_lab/TRL ratios. The ``gpt2`` model is GPT-2's architecture and size
-initialised at random (the benchmark needs no download): the compute equals pretrained gpt2's.
+Both frameworks run the same model object (so the same attention implementation, ``--attn``,
+and the same compile setting, ``--compile``: the model's body is compiled in place before
+either framework sees it, TRL's own ``torch_compile`` staying off), the same pairs, batch
+size, sequence lengths, precision (``--precision``, by default the course's rule,
+:mod:`dpo_lab.precision`), the same precomputed-reference setting and optimiser (AdamW,
+gradient clipping at 1, constant learning rate), each after warm-up steps. dpo_lab runs
+twice: with its default chunked log-probs and with the plain full-logits path; TRL 1.16
+scores tokens with its own tiled LM head (``add_fused_lm_head``). The script prints the
+median seconds a step (CPU time on a CPU, so a busy machine does not decide it; wall time
+on a GPU), tokens a second (non-padding tokens of the policy's forward pass), peak memory,
+model-FLOPs utilisation on a GPU, and the dpo_lab/TRL ratios.
+
+Peak memory is measured, not estimated: on a GPU ``torch.cuda.max_memory_allocated`` after
+a reset; on a CPU the kernel's peak-RSS counter (Linux ``VmHWM``) after resetting it just
+before the timed steps, reported whole (it includes the Python and PyTorch runtime and the
+models) and as the rise during the steps. Each run happens in a fresh process.
+
+The ``gpt2`` model is GPT-2's architecture and size initialised at random (the benchmark
+needs no download): the compute equals pretrained gpt2's.
 
 The same module runs the memory set-ups of notebook 07 (:func:`run_setup`): a separate
 reference copy, precomputed reference log-probs, and LoRA with the reference given by the
@@ -23,40 +38,44 @@ import argparse
 import copy
 import gc
 import os
-import resource
 import sys
 import time
-from contextlib import nullcontext
 from statistics import median
 
 import torch
 
 from dpo_lab.collate import collate_pairs, encode_pairs
-from dpo_lab.logprobs import sequence_logprobs
+from dpo_lab.costs import peak_rss_mb, reset_peak_rss, rss_mb
+from dpo_lab.logprobs import DEFAULT_CHUNK_SIZE, sequence_logprobs
+from dpo_lab.precision import Precision, backward_and_step, choose_precision
 from dpo_lab.train import _batches, dpo_batch_loss, precompute_ref_logps
 
 GPT2_SMALL = {"n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024}
+TINY = {"n_layer": 2, "n_head": 4, "n_embd": 128, "n_positions": 1024}
 SETUPS = ("ref_copy", "precomputed_ref", "lora")
-# Dense bf16 tensor-core peak, FLOP/s, for model FLOPs utilisation (vendor data sheets, SXM parts).
+FRAMEWORKS = ("dpo_lab", "dpo_lab_plain", "trl")
+# Dense bf16/fp16 tensor-core peak, FLOP/s, for model FLOPs utilisation (vendor data sheets, SXM parts;
+# the T4 has no bf16: its figure is fp16).
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "T4": 65e12}
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory so far: GPU max allocated on CUDA, else the process's peak resident set (RSS).
+    """Peak memory since the last :func:`reset_peak_memory`: GPU max allocated on CUDA, else the
+    process's peak resident set (the kernel's ``VmHWM`` on Linux).
 
-    On Linux the RSS peak is read from ``VmHWM`` in ``/proc/self/status``: unlike
-    ``getrusage``'s ``ru_maxrss``, it starts afresh in a newly spawned process instead of
-    inheriting the parent's high-water mark.
+    Without /proc (macOS) the lifetime peak from ``getrusage`` is returned, and without that
+    (Windows) the current RSS: each run then happens in a fresh process, so it is its own.
     """
+    device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = peak_rss_mb()
+    if peak is not None:
+        return peak
     try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
+        import resource  # not on Windows
+    except ImportError:
+        return rss_mb()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, kB elsewhere
 
@@ -68,16 +87,25 @@ def step_clock(device: torch.device):
     return time.perf_counter if device.type == "cuda" else time.process_time
 
 
-def reset_peak_memory(device: torch.device) -> None:
+def reset_peak_memory(device: torch.device) -> float:
+    """Start a new peak: CUDA's peak statistics, or the kernel's peak-RSS counter on a CPU.
+    Returns the memory in use now (the level the rise is measured from), MiB."""
+    device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device) / 2**20
+    reset_peak_rss()
+    return rss_mb()
 
 
-def bench_pairs(n: int, prompt_words: int = 8, completion_words: int = 24, seed: int = 0) -> list[dict]:
+def bench_pairs(n: int, prompt_words: int = 8, completion_words: int = 24, seed: int = 0,
+                seq_len: int | None = None, tokenizer=None) -> list[dict]:
     """``n`` preference records of fixed word counts, cut from the shipped reviews.
 
-    Fixed lengths keep the padded shapes of dpo_lab's and TRL's batches nearly equal.
+    Fixed lengths keep the padded shapes of dpo_lab's and TRL's batches nearly equal. With
+    ``seq_len`` (and the ``tokenizer``) each completion is cut to the token count that makes
+    prompt + completion + EOS about ``seq_len`` tokens.
     """
     import random
 
@@ -85,49 +113,77 @@ def bench_pairs(n: int, prompt_words: int = 8, completion_words: int = 24, seed:
 
     words = " ".join(load_reviews("generated", "train")).split()
     rng = random.Random(seed)
+    if seq_len is not None:
+        if tokenizer is None:
+            raise ValueError("bench_pairs(seq_len=...) needs the tokenizer")
+        completion_words = max(completion_words, seq_len)  # a word is at least one token
 
     def piece(k):
         start = rng.randrange(0, len(words) - k)
         return " ".join(words[start:start + k])
 
-    return [{"prompt": piece(prompt_words), "chosen": " " + piece(completion_words),
-             "rejected": " " + piece(completion_words)} for _ in range(n)]
+    def cut(prompt, text):
+        if seq_len is None:
+            return text
+        budget = max(1, seq_len - 1 - len(tokenizer(prompt, add_special_tokens=False)["input_ids"]))
+        return tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:budget])
+
+    pairs = []
+    for _ in range(n):
+        prompt = piece(prompt_words)
+        pairs.append({"prompt": prompt, "chosen": cut(prompt, " " + piece(completion_words)),
+                      "rejected": cut(prompt, " " + piece(completion_words))})
+    return pairs
 
 
-def make_model(name: str, tokenizer, seed: int = 0):
-    """``"tiny"`` (the course's tiny GPT-2) or ``"gpt2"`` (GPT-2 small: its sizes and its 50,257-token
-    vocabulary, random weights; the course tokenizer's ids are a subset of that vocabulary)."""
+def make_model(name: str, tokenizer, seed: int = 0, vocab_size: int | None = None, attn: str = "sdpa"):
+    """``"tiny"`` (the course's tiny GPT-2 sizes) or ``"gpt2"`` (GPT-2 small: its sizes and its 50,257-token
+    vocabulary), random weights. ``vocab_size`` overrides the vocabulary (the course tokenizer's ids are a
+    subset of any vocabulary at least as large); ``attn`` is the attention implementation."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from dpo_lab.models import tiny_gpt2
-
-    if name == "tiny":
-        return tiny_gpt2(tokenizer, seed=seed)
-    config = GPT2Config(vocab_size=50257, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
+    sizes = TINY if name == "tiny" else GPT2_SMALL
+    vocab = vocab_size or (len(tokenizer) if name == "tiny" else 50257)
+    if vocab < len(tokenizer):
+        raise ValueError(f"vocab_size {vocab} is smaller than the tokenizer's {len(tokenizer)}")
+    config = GPT2Config(vocab_size=vocab, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
                         pad_token_id=tokenizer.pad_token_id, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                        **GPT2_SMALL)
-    torch.manual_seed(seed)
-    return GPT2LMHeadModel(config)
+                        attn_implementation=attn, **sizes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return GPT2LMHeadModel(config)
 
 
-def autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+def _precision_name(precision: str | None, bf16: bool | None, device) -> str:
+    if precision is not None:
+        return precision
+    if bf16 is not None:  # the older switch
+        return "bf16" if bf16 else "fp32"
+    return choose_precision(device)
 
 
 def dpo_lab_steps(policy, tokenizer, pairs, *, batch_size: int, steps: int, warmup: int, beta: float = 0.1,
-                  lr: float = 1e-5, reference=None, ref_logps=None, bf16: bool = False, seed: int = 0) -> dict:
+                  lr: float = 1e-5, reference=None, ref_logps=None, bf16: bool | None = None, seed: int = 0,
+                  precision: str | None = None, chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+                  max_length: int | None = None) -> dict:
     """Time ``steps`` DPO steps of dpo_lab after ``warmup`` steps.
 
     The reference enters as a model run every step (``reference``) or as precomputed
-    log-probs (``ref_logps``). Returns seconds a step, tokens a second and peak memory.
+    log-probs (``ref_logps``). ``precision`` (default: the course's rule for the device;
+    ``bf16=True`` is the older way to ask for bf16); ``chunk_size=None`` times the plain
+    full-logits path. Returns seconds a step, tokens a second, peak memory and its rise
+    over the level when timing began.
     """
     device = next(policy.parameters()).device
-    chosen, rejected, _ = encode_pairs(tokenizer, pairs, verbose=False)
+    mp = Precision(_precision_name(precision, bf16, device), device.type)
+    scaler = mp.grad_scaler()
+    chosen, rejected, _ = encode_pairs(tokenizer, pairs, max_length=max_length, verbose=False)
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=lr)
     policy.train()
     times, tokens = [], 0
     clock = step_clock(device)
-    reset_peak_memory(device)
+    gc.collect()
+    base_mb = reset_peak_memory(device)
     # seeded shuffled batches, as train_dpo draws them
     order = list(_batches(len(pairs), batch_size, (warmup + steps) * batch_size / len(pairs) + 1, seed))
     for step in range(warmup + steps):
@@ -142,27 +198,25 @@ def dpo_lab_steps(policy, tokenizer, pairs, *, batch_size: int, steps: int, warm
         if ref_logps is not None:
             ref_c, ref_r = ref_logps[0][idx].to(device), ref_logps[1][idx].to(device)
         else:
-            with torch.no_grad(), autocast(device, bf16):
-                ref_c, ref_r = sequence_logprobs(reference, **batch).float().chunk(2)
-        with autocast(device, bf16):
-            loss, _ = dpo_batch_loss(policy, batch, ref_c, ref_r, beta=beta)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-        optimizer.step()
+            with torch.no_grad(), mp.autocast():
+                ref_c, ref_r = sequence_logprobs(reference, **batch, chunk_size=chunk_size).float().chunk(2)
+        with mp.autocast():
+            loss, _ = dpo_batch_loss(policy, batch, ref_c, ref_r, beta=beta, chunk_size=chunk_size)
+        backward_and_step(loss, optimizer, policy.parameters(), 1.0, scaler)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if step >= warmup:
             times.append(clock() - start)
             tokens += int(batch["attention_mask"].sum())
     step_s = median(times)  # the median resists the odd slow step
-    return {"step_s": step_s, "tokens_per_s": tokens / len(times) / step_s, "peak_mem_mb": peak_memory_mb(device),
-            "shape": tuple(batch["input_ids"].shape), "steps": warmup + steps}
+    peak = peak_memory_mb(device)
+    return {"step_s": step_s, "tokens_per_s": tokens / len(times) / step_s, "peak_mem_mb": peak,
+            "peak_rise_mb": peak - base_mb, "shape": tuple(batch["input_ids"].shape), "steps": warmup + steps}
 
 
 def trl_steps(policy, reference, tokenizer, pairs, *, batch_size: int, steps: int, warmup: int, beta: float = 0.1,
-              lr: float = 1e-5, precompute: bool = False, bf16: bool = False,
-              output_dir: str = "/tmp/dpo_lab_bench") -> dict:
+              lr: float = 1e-5, precompute: bool = False, bf16: bool | None = None, precision: str | None = None,
+              max_length: int | None = None, output_dir: str = "/tmp/dpo_lab_bench") -> dict:
     """Time ``steps`` steps of TRL's DPOTrainer at the same settings, after ``warmup`` steps."""
     import datasets
     import transformers
@@ -170,10 +224,16 @@ def trl_steps(policy, reference, tokenizer, pairs, *, batch_size: int, steps: in
 
     datasets.disable_progress_bars()
     device = next(policy.parameters()).device
+    precision = _precision_name(precision, bf16, device)
     times, tokens, shapes = [], [0], []
     clock = step_clock(device)
+    base = [0.0]
 
     class Timer(transformers.TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            gc.collect()
+            base[0] = reset_peak_memory(device)
+
         def on_step_begin(self, args, state, control, **kwargs):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -188,10 +248,10 @@ def trl_steps(policy, reference, tokenizer, pairs, *, batch_size: int, steps: in
     config = trl.DPOConfig(
         output_dir=output_dir, per_device_train_batch_size=batch_size, max_steps=warmup + steps, learning_rate=lr,
         lr_scheduler_type="constant", beta=beta, loss_type=["sigmoid"], report_to="none",
-        use_cpu=device.type == "cpu", gradient_checkpointing=False, max_length=None,
-        precompute_ref_log_probs=precompute,
-        bf16=bf16, logging_steps=10**6, save_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
-        max_grad_norm=1.0, seed=0, optim="adamw_torch",
+        use_cpu=device.type == "cpu", gradient_checkpointing=False, max_length=max_length,
+        precompute_ref_log_probs=precompute, torch_compile=False,
+        bf16=precision == "bf16", fp16=precision == "fp16", logging_steps=10**6, save_strategy="no",
+        disable_tqdm=True, dataloader_num_workers=0, max_grad_norm=1.0, seed=0, optim="adamw_torch",
     )
     trainer = trl.DPOTrainer(model=policy, ref_model=reference, args=config, processing_class=tokenizer,
                              train_dataset=datasets.Dataset.from_list(pairs), callbacks=[Timer()])
@@ -205,11 +265,11 @@ def trl_steps(policy, reference, tokenizer, pairs, *, batch_size: int, steps: in
 
     trainer.data_collator = counting_collator
     trainer.remove_callback(transformers.PrinterCallback)  # no log dict printed at the end
-    reset_peak_memory(device)
     trainer.train()
     per_batch = tokens[0] / max(1, len(shapes))
     step_s = median(times)
-    return {"step_s": step_s, "tokens_per_s": per_batch / step_s, "peak_mem_mb": peak_memory_mb(device),
+    peak = peak_memory_mb(device)
+    return {"step_s": step_s, "tokens_per_s": per_batch / step_s, "peak_mem_mb": peak, "peak_rise_mb": peak - base[0],
             "shape": shapes[-1] if shapes else None}
 
 
@@ -220,70 +280,144 @@ def model_flops_per_step(model, tokens: float, reference_forward: bool) -> float
     return (6 + (2 if reference_forward else 0)) * n * tokens
 
 
+def peak_flops(device) -> float | None:
+    """The GPU's dense bf16/fp16 tensor-core peak, FLOP/s, when it is in :data:`PEAK_BF16_FLOPS`."""
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
 def _one_run(model_name: str, device: str, framework: str, precompute: bool, batch_size: int, steps: int,
-             warmup: int, n_pairs: int, completion_words: int, bf16: bool, threads: int | None) -> dict:
+             warmup: int, n_pairs: int, completion_words: int, precision: str, threads: int | None,
+             vocab_size: int | None = None, seq_len: int | None = None, attn: str = "sdpa",
+             compile: bool = False) -> dict:
     """One framework at one setting, meant to run in a fresh process so its peak memory is its own."""
     from dpo_lab.tokenizer import load_tokenizer
 
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
     tokenizer = load_tokenizer("course")
-    pairs = bench_pairs(n_pairs, completion_words=completion_words)
-    torch.manual_seed(0)
-    policy = make_model(model_name, tokenizer).to(dev)
+    pairs = bench_pairs(n_pairs, completion_words=completion_words, seq_len=seq_len, tokenizer=tokenizer)
+    policy = make_model(model_name, tokenizer, vocab_size=vocab_size, attn=attn).to(dev)
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
-    kwargs = dict(batch_size=batch_size, steps=steps, warmup=warmup, bf16=bf16)
+    if compile:  # the bodies, in place: both frameworks call them
+        policy.get_decoder().compile()
+        reference.get_decoder().compile()
+    kwargs = dict(batch_size=batch_size, steps=steps, warmup=warmup, precision=precision)
     if framework == "trl":
         result = trl_steps(policy, None if precompute else reference, tokenizer, pairs, precompute=precompute, **kwargs)
     else:
+        chunk_size = DEFAULT_CHUNK_SIZE if framework == "dpo_lab" else None
         ref_logps = None
         if precompute:
             chosen, rejected, _ = encode_pairs(tokenizer, pairs, verbose=False)
-            with autocast(dev, bf16):
-                ref_logps = precompute_ref_logps(reference, tokenizer, chosen, rejected, batch_size=batch_size)
+            ref_logps = precompute_ref_logps(reference, tokenizer, chosen, rejected, batch_size=batch_size,
+                                             precision=precision)
             reference = None
             gc.collect()
-        result = dpo_lab_steps(policy, tokenizer, pairs, reference=reference, ref_logps=ref_logps, **kwargs)
+        result = dpo_lab_steps(policy, tokenizer, pairs, reference=reference, ref_logps=ref_logps,
+                               chunk_size=chunk_size, **kwargs)
     result["mfu"] = None
-    if dev.type == "cuda" and bf16:
+    if dev.type == "cuda" and precision in ("bf16", "fp16"):
         tokens = result["tokens_per_s"] * result["step_s"]
         flops = model_flops_per_step(policy, tokens, reference_forward=not precompute)
-        name = torch.cuda.get_device_name(dev)
-        peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+        peak = peak_flops(dev)
         result["mfu"] = flops / result["step_s"] / peak if peak else None
     return result
 
 
 def compare_with_trl(model_name: str = "tiny", device: str | None = None, batch_size: int = 8, steps: int = 20,
                      warmup: int = 3, n_pairs: int = 256, completion_words: int = 24, bf16: bool | None = None,
-                     threads: int | None = None) -> list[dict]:
+                     threads: int | None = None, precision: str | None = None, include_plain: bool = False,
+                     vocab_size: int | None = None, seq_len: int | None = None, attn: str = "sdpa",
+                     compile: bool = False) -> list[dict]:
     """dpo_lab against TRL, with a per-step reference and with precomputed reference log-probs.
 
-    Each of the four runs happens in its own fresh process (``spawn``), so that its peak
-    memory, on CPU the process's peak RSS, is its own and not the high-water mark of a run
-    before it.
+    ``include_plain`` adds dpo_lab's plain full-logits path as a third row per setting.
+    Each run happens in its own fresh process (``spawn``), so that its peak memory, on CPU
+    the process's peak RSS, is its own and not the high-water mark of a run before it.
+    ``speedup_vs_trl`` (TRL's time / dpo_lab's) and ``memory_ratio_vs_trl`` (dpo_lab's peak /
+    TRL's) are given on each dpo_lab row.
     """
     import multiprocessing
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if bf16 is None:
-        bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    precision = _precision_name(precision, bf16, device)
     ctx = multiprocessing.get_context("spawn")
+    frameworks = ("dpo_lab", "dpo_lab_plain", "trl") if include_plain else ("dpo_lab", "trl")
     rows = []
     for precompute in (False, True):
         results = {}
-        for framework in ("dpo_lab", "trl"):
+        for framework in frameworks:
             with ctx.Pool(1) as pool:
                 results[framework] = pool.apply(_one_run, (model_name, device, framework, precompute, batch_size,
-                                                           steps, warmup, n_pairs, completion_words, bf16, threads))
+                                                           steps, warmup, n_pairs, completion_words, precision,
+                                                           threads, vocab_size, seq_len, attn, compile))
         for framework, r in results.items():
-            rows.append({"framework": framework, "reference": "precomputed" if precompute else "per step",
-                         "model": model_name, "device": device, "precision": "bf16" if bf16 else "fp32",
-                         "batch_pairs": batch_size, **r})
-        rows[-2]["speedup_vs_trl"] = results["trl"]["step_s"] / results["dpo_lab"]["step_s"]
-        rows[-2]["memory_ratio_vs_trl"] = results["dpo_lab"]["peak_mem_mb"] / results["trl"]["peak_mem_mb"]
+            row = {"framework": framework, "reference": "precomputed" if precompute else "per step",
+                   "model": model_name, "device": device, "precision": precision, "attn": attn,
+                   "compile": compile, "batch_pairs": batch_size, **r}
+            if framework != "trl":
+                row["speedup_vs_trl"] = results["trl"]["step_s"] / r["step_s"]
+                row["memory_ratio_vs_trl"] = r["peak_mem_mb"] / results["trl"]["peak_mem_mb"]
+            rows.append(row)
     return rows
+
+
+# --- one forward+backward of sequence_logprobs: what the chunked path saves -------------
+
+def _logprobs_memory_run(chunked: bool, body: str, vocab_size: int, rows: int, seq_len: int, prompt_len: int,
+                         threads: int | None, chunk_size: int = DEFAULT_CHUNK_SIZE) -> dict:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    if threads:
+        torch.set_num_threads(threads)
+    sizes = GPT2_SMALL if body == "gpt2" else {"n_layer": 2, "n_head": 4, "n_embd": 128, "n_positions": 1024}
+    config = GPT2Config(vocab_size=vocab_size, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                        bos_token_id=0, eos_token_id=0, pad_token_id=0, **sizes)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(config).train()
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(1, vocab_size, (rows, seq_len), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    completion_mask = torch.zeros_like(input_ids)
+    completion_mask[:, prompt_len:] = 1
+    gc.collect()
+    base = reset_peak_memory(torch.device("cpu"))
+    start = time.process_time()
+    logps = sequence_logprobs(model, input_ids, attention_mask, completion_mask,
+                              chunk_size=chunk_size if chunked else None)
+    logps.sum().backward()
+    seconds = time.process_time() - start
+    return {"path": "chunked" if chunked else "plain", "chunk_size": chunk_size if chunked else None, "body": body,
+            "vocab_size": vocab_size, "rows": rows, "seq_len": seq_len,
+            "peak_rise_mb": peak_memory_mb(torch.device("cpu")) - base, "cpu_s": seconds,
+            "counter": "VmHWM" if peak_rss_mb() is not None else "fallback"}
+
+
+def logprobs_memory(body: str = "tiny", vocab_size: int = 50257, rows: int = 16, seq_len: int = 262,
+                    prompt_len: int = 8, threads: int | None = None,
+                    chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[dict]:
+    """Peak RSS rise of one forward+backward of :func:`sequence_logprobs` on a CPU, plain vs chunked.
+
+    ``body``: ``"tiny"`` (2 layers, width 128) or ``"gpt2"`` (GPT-2 small), random weights, at
+    ``vocab_size``; ``rows`` sequences of ``seq_len`` tokens whose last ``seq_len - prompt_len``
+    are scored, the chunked path ``chunk_size`` positions at a time. Each path runs in a fresh
+    process; the rise is the kernel's peak RSS (reset just before) minus the RSS then, so it
+    counts everything the step allocated: activations, the logits or their chunks, and the
+    parameters' gradients.
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    out = []
+    for chunked in (False, True):
+        with ctx.Pool(1) as pool:
+            out.append(pool.apply(_logprobs_memory_run, (chunked, body, vocab_size, rows, seq_len, prompt_len,
+                                                         threads, chunk_size)))
+    return out
 
 
 # --- the memory set-ups of notebook 07 ---------------------------------------------------
@@ -322,15 +456,19 @@ def lora_policy(model, rank: int = 16, alpha: int = 32, targets=("c_attn", "c_pr
 
 
 def run_setup(setup: str, cfg: dict, beta: float, lr: float, steps: int, batch_size: int, warmup: int = 2,
-              lora_rank: int = 16, threads: int | None = 1, bf16: bool = False) -> dict:
+              lora_rank: int = 16, threads: int | None = 1, bf16: bool = False, precision: str | None = None) -> dict:
     """Train the SFT model of notebook 02 with DPO for ``steps`` steps under one memory set-up.
 
     ``setup``: ``"ref_copy"`` (a frozen copy of the SFT model runs every step),
     ``"precomputed_ref"`` (reference log-probs computed once, no reference in memory while
     training) or ``"lora"`` (peft adapters; the reference log-probs come from the same model
     with its adapters disabled). Returns timings, memory, models held and the gold reward
-    reached. Meant to run in its own process (see :func:`run_setups`).
+    reached. Meant to run in its own process (see :func:`run_setups`). ``precision``
+    (``"fp32"``, ``"bf16"``, ``"fp16"``; ``bf16=True`` is the older way to ask for bf16)
+    defaults to fp32, so that the set-ups are compared at one precision; pass
+    ``dpo_lab.precision.choose_precision(device)`` for the course's rule.
     """
+    precision = precision or ("bf16" if bf16 else "fp32")
     from dpo_lab.env import seed_everything
     from dpo_lab.evaluate import sample
     from dpo_lab.tasks import sentiment
@@ -369,7 +507,7 @@ def run_setup(setup: str, cfg: dict, beta: float, lr: float, steps: int, batch_s
     prepare_s = time.perf_counter() - start
 
     timing = dpo_lab_steps(policy, tokenizer, pairs, batch_size=batch_size, steps=steps - warmup, warmup=warmup,
-                           beta=beta, lr=lr, reference=reference, ref_logps=ref_logps, bf16=bf16)
+                           beta=beta, lr=lr, reference=reference, ref_logps=ref_logps, precision=precision)
     policy.eval()
     trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
     held = [policy] + ([reference] if reference is not None else [])
@@ -382,7 +520,7 @@ def run_setup(setup: str, cfg: dict, beta: float, lr: float, steps: int, batch_s
             "state_mb": state_memory_mb(held), "step_s": timing["step_s"],
             "tokens_per_s": timing["tokens_per_s"], "models_in_memory": models_in_memory,
             "trainable_params": trainable, "prepare_s": prepare_s, "gold_reward": gold_reward,
-            "device": str(device), "precision": "bf16" if bf16 else "fp32"}
+            "device": str(device), "precision": precision}
 
 
 def run_setups(setups, cfg: dict, **kwargs) -> list[dict]:
@@ -405,22 +543,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--completion-words", type=int, default=24)
+    parser.add_argument("--seq-len", type=int, default=None, help="tokens a sequence (default: set by the words)")
+    parser.add_argument("--vocab-size", type=int, default=None,
+                        help="vocabulary of the model (default: the course tokenizer's for tiny, 50257 for gpt2)")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None,
+                        help="default: bf16 where native (CUDA >= 8.0), fp16 on older CUDA, fp32 on CPU")
+    parser.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa", help="attention, for both frameworks")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model body, for both frameworks")
+    parser.add_argument("--no-plain", action="store_true", help="skip dpo_lab's plain full-logits path")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: PyTorch's)")
+    parser.add_argument("--logprobs-memory", action="store_true",
+                        help="instead: peak RSS rise of one forward+backward of sequence_logprobs, plain vs chunked "
+                             "(CPU; --model picks the body, --vocab-size and --seq-len the shape, --batch-size rows)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.logprobs_memory:
+        out = logprobs_memory(args.model, args.vocab_size or 50257, rows=args.batch_size, seq_len=args.seq_len or 262,
+                              threads=args.threads)
+        for r in out:
+            print(f"{r['path']:8} body {r['body']:5} vocab {r['vocab_size']:6} {r['rows']} x {r['seq_len']} tokens: "
+                  f"peak RSS rise {r['peak_rise_mb']:7.0f} MiB ({r['counter']}), {r['cpu_s']:.2f} CPU s")
+        print(f"chunked / plain: {out[1]['peak_rise_mb'] / out[0]['peak_rise_mb']:.2f}")
+        return 0
     rows = compare_with_trl(args.model, args.device, args.batch_size, args.steps, args.warmup,
-                            completion_words=args.completion_words, threads=args.threads)
-    print(f"{'framework':9} {'reference':12} {'shape':>11} {'s/step':>8} {'tokens/s':>10} {'peak MB':>9} "
-          f"{'MFU':>6}  ratio (TRL time / dpo_lab time; dpo_lab memory / TRL memory)")
+                            completion_words=args.completion_words, threads=args.threads, precision=args.precision,
+                            include_plain=not args.no_plain, vocab_size=args.vocab_size, seq_len=args.seq_len,
+                            attn=args.attn, compile=args.compile)
+    print(f"{'framework':13} {'reference':12} {'shape':>11} {'s/step':>8} {'tokens/s':>10} {'peak MiB':>9} "
+          f"{'rise MiB':>9} {'MFU':>6}  ratio (TRL time / dpo_lab time; dpo_lab peak / TRL peak)")
     for r in rows:
         mfu = f"{r['mfu']:.1%}" if r.get("mfu") else "-"
         ratio = (f"  speed x{r['speedup_vs_trl']:.2f}, memory x{r['memory_ratio_vs_trl']:.2f}"
                  if "speedup_vs_trl" in r else "")
-        print(f"{r['framework']:9} {r['reference']:12} {str(r['shape']):>11} {r['step_s']:8.4f} "
-              f"{r['tokens_per_s']:10.0f} {r['peak_mem_mb']:9.0f} {mfu:>6}{ratio}")
-    print(f"model {rows[0]['model']}, device {rows[0]['device']}, {rows[0]['precision']}, "
-          f"{rows[0]['batch_pairs']} pairs a step; each run in its own process. Peak memory: GPU max allocated, "
-          "or on CPU the process's peak RSS (mostly the Python and PyTorch runtime for a tiny model).")
+        print(f"{r['framework']:13} {r['reference']:12} {str(r['shape']):>11} {r['step_s']:8.4f} "
+              f"{r['tokens_per_s']:10.0f} {r['peak_mem_mb']:9.0f} {r['peak_rise_mb']:9.0f} {mfu:>6}{ratio}")
+    first = rows[0]
+    print(f"model {first['model']}, device {first['device']}, {first['precision']}, attention {first['attn']}, "
+          f"compile {'on' if first['compile'] else 'off'} (both), {first['batch_pairs']} pairs a step; each run in its "
+          "own process. Peak: CUDA max allocated, or on CPU the kernel's peak RSS (VmHWM) after a reset before the "
+          "steps; rise: above the level at that reset.")
     return 0
 
 

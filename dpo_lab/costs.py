@@ -10,8 +10,12 @@
 * ``peak_mem_mb``: on a GPU, the peak of ``torch.cuda.max_memory_allocated`` during the
   block (everything the method had on the device, models included); on a CPU, the peak
   *rise* of the process's resident memory (RSS) above its level when the block began,
-  polled every few milliseconds (the process also holds Python, PyTorch and earlier
-  work, so the rise is what the method itself added);
+  read from the kernel's own peak counter: on Linux, writing ``5`` to
+  ``/proc/self/clear_refs`` resets the high-water mark ``VmHWM`` of ``/proc/self/status``
+  to the current RSS, and the kernel then tracks every page the block touches, however
+  briefly (a polling thread misses short peaks, and cannot run while numpy holds the GIL).
+  Where that counter cannot be reset (macOS, Windows, a locked-down /proc) the RSS is
+  polled every few milliseconds instead, and ``memory_kind`` says so;
 * ``models_in_memory`` and ``samples``: counted by the caller, who knows them;
 * :func:`model_memory_mb`: the memory that weights, gradients and AdamW's two moments
   need, computed from the parameter counts: what dominates at scale, whatever the
@@ -47,6 +51,41 @@ def rss_mb() -> float:
             return 0.0
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter (Linux ``VmHWM``) to the current RSS; False where it cannot."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return peak_rss_mb() is not None
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float | None:
+    """The kernel's peak RSS of this process since start or the last :func:`reset_peak_rss`, in MiB
+    (``VmHWM``); ``None`` without /proc (macOS, Windows)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+# peaks of the measure() blocks now open, so that a nested block's reset of the counter
+# does not erase the peak an enclosing block has reached so far
+_open_blocks: list[dict] = []
+
+
+def _fold_peak_into_open_blocks() -> None:
+    peak = peak_rss_mb()
+    if peak is not None:
+        for block in _open_blocks:
+            block["peak"] = max(block["peak"], peak)
 
 
 class _RssPoller(threading.Thread):
@@ -85,9 +124,17 @@ def measure(method: str, models_in_memory: int | None = None, samples: int = 0, 
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     else:
-        poller = _RssPoller(interval)
-        start_rss = poller.peak
-        poller.start()
+        _fold_peak_into_open_blocks()
+        block = {"peak": 0.0}
+        kernel = reset_peak_rss()
+        if kernel:
+            start_rss = rss_mb()
+            block["peak"] = start_rss
+            _open_blocks.append(block)
+        else:
+            poller = _RssPoller(interval)
+            start_rss = poller.peak
+            poller.start()
     start, start_cpu = time.perf_counter(), time.process_time()
     try:
         yield record
@@ -100,9 +147,14 @@ def measure(method: str, models_in_memory: int | None = None, samples: int = 0, 
         if cuda:
             record["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
             record["memory_kind"] = "cuda max allocated"
+        elif kernel:
+            _fold_peak_into_open_blocks()
+            _open_blocks.remove(block)
+            record["peak_mem_mb"] = max(0.0, block["peak"] - start_rss)
+            record["memory_kind"] = "cpu rss rise"
         else:
             record["peak_mem_mb"] = max(0.0, poller.stop() - start_rss)
-            record["memory_kind"] = "cpu rss rise"
+            record["memory_kind"] = "cpu rss rise (polled: may miss short peaks)"
 
 
 @contextmanager

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from dpo_lab.collate import pad_batch
-from dpo_lab.logprobs import sequence_logprobs
+from dpo_lab.logprobs import DEFAULT_CHUNK_SIZE, sequence_logprobs, token_kl
 from dpo_lab.sampling import generate_ids
 
 
@@ -69,30 +69,31 @@ def _sample_batches(samples: Samples, pad_token_id: int, batch_size: int, device
 
 
 @torch.no_grad()
-def score_samples(model, samples: Samples, pad_token_id: int, batch_size: int = 128) -> torch.Tensor:
+def score_samples(model, samples: Samples, pad_token_id: int, batch_size: int = 128,
+                  temperature: float = 1.0, chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
     """log pi(completion | prompt) of every sample, summed over its tokens.
 
-    A sample with no tokens at all (``max_new_tokens=0``) has log-probability 0.
+    ``temperature`` scores under softmax(logits / T), the distribution samples drawn at
+    temperature T came from. A sample with no tokens at all (``max_new_tokens=0``) has
+    log-probability 0.
     """
     out = torch.zeros(len(samples.prompts))
     for idx, batch in _sample_batches(samples, pad_token_id, batch_size, next(model.parameters()).device):
-        out[idx] = sequence_logprobs(model, **batch).float().cpu()
+        out[idx] = sequence_logprobs(model, **batch, temperature=temperature, chunk_size=chunk_size).float().cpu()
     return out
 
 
 @torch.no_grad()
 def token_kl_samples(policy, reference, samples: Samples, pad_token_id: int, batch_size: int = 128) -> torch.Tensor:
-    """sum_t KL(pi(.|x, y_<t) || pi_ref(.|x, y_<t)) over the positions of each sample."""
-    from dpo_lab.logprobs import position_ids_from_mask
+    """sum_t KL(pi(.|x, y_<t) || pi_ref(.|x, y_<t)) over the positions of each sample.
 
+    Each next-token KL is exact, summed over the whole vocabulary; :func:`dpo_lab.logprobs.token_kl`
+    computes it a chunk of positions at a time, so no full-vocabulary float32 logits of the batch
+    are held at once.
+    """
     out = torch.zeros(len(samples.prompts))
     for idx, batch in _sample_batches(samples, pad_token_id, batch_size, next(policy.parameters()).device):
-        kwargs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                      position_ids=position_ids_from_mask(batch["attention_mask"]))
-        logp = torch.log_softmax(policy(**kwargs).logits[:, :-1].float(), -1)
-        logq = torch.log_softmax(reference(**kwargs).logits[:, :-1].float(), -1)
-        per_position = (logp.exp() * (logp - logq)).sum(-1)  # exact KL of the next-token distributions
-        out[idx] = (per_position * batch["completion_mask"][:, 1:]).sum(-1).cpu()
+        out[idx] = token_kl(policy, reference, **batch).float().cpu()
     return out
 
 

@@ -58,7 +58,9 @@ class RewardModel(torch.nn.Module):
                                position_ids=position_ids_from_mask(attention_mask)).last_hidden_state
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         last = (attention_mask.long() * positions).argmax(-1)  # last real token, for either padding side
-        return self.head(hidden[torch.arange(len(last), device=last.device), last].float()).squeeze(-1)
+        state = hidden[torch.arange(len(last), device=last.device), last].float()
+        with torch.autocast(input_ids.device.type, enabled=False):  # the head in float32, under any precision
+            return self.head(state).squeeze(-1)
 
 
 def reward_model_from_lm(lm, seed: int = 0) -> RewardModel:
@@ -119,16 +121,22 @@ def _pair_texts(pairs: list[dict]) -> tuple[list[str], list[str]]:
 def train_reward_model(rm: RewardModel, tokenizer, pairs: list[dict], *, epochs: float = 1.0, batch_size: int = 32,
                        lr: float = 1e-4, weight_decay: float = 0.0, center_coef: float = 0.0,
                        max_length: int | None = None, grad_clip: float = 1.0, seed: int = 0,
-                       progress: bool = True, desc: str = "reward model") -> pd.DataFrame:
+                       progress: bool = True, desc: str = "reward model", precision=None) -> pd.DataFrame:
     """Fit ``rm`` to preference pairs by minimising the mean Bradley-Terry loss.
 
     ``pairs`` are ``prompt``/``chosen``/``rejected`` records; the model scores the whole
     text prompt + completion. Returns one row a step: ``loss``, ``accuracy`` (share of
     pairs with r_w > r_l), ``margin`` (mean r_w - r_l), ``reward_mean`` and ``grad_norm``.
+    ``precision`` (``"bf16"``, ``"fp16"``, ``"fp32"``; ``None``: decided from the model's device,
+    see :mod:`dpo_lab.precision`): the forward pass runs under autocast, fp16 with loss scaling;
+    the head reads a float32 hidden state, so the rewards are float32.
     """
+    from dpo_lab.precision import backward_and_step, resolve_precision
     from dpo_lab.train import _batches, _check_finite
 
     device = next(rm.parameters()).device
+    precision = resolve_precision(precision, device)
+    scaler = precision.grad_scaler()
     chosen_texts, rejected_texts = _pair_texts(pairs)
     chosen, n_c = encode_texts(tokenizer, chosen_texts, max_length)
     rejected, n_r = encode_texts(tokenizer, rejected_texts, max_length)
@@ -141,14 +149,12 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: list[dict], *, epochs:
     for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress)):
         # one forward pass for chosen and rejected rows together, as DPO does
         batch = _pad([chosen[i] for i in idx] + [rejected[i] for i in idx], tokenizer.pad_token_id)
-        rewards = rm(**{k: v.to(device) for k, v in batch.items()})
+        with precision.autocast():
+            rewards = rm(**{k: v.to(device) for k, v in batch.items()}).float()
         r_c, r_r = rewards.chunk(2)
         loss = bradley_terry_loss(r_c, r_r, center_coef).mean()
         _check_finite(loss, step, desc)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(rm.parameters(), grad_clip)
-        optimizer.step()
+        grad_norm = backward_and_step(loss, optimizer, rm.parameters(), grad_clip, scaler)
         rows.append({"step": step, "loss": loss.item(), "accuracy": (r_c > r_r).float().mean().item(),
                      "margin": (r_c - r_r).mean().item(), "reward_mean": rewards.mean().item(),
                      "grad_norm": grad_norm.item()})

@@ -24,6 +24,12 @@ and the loss is the REINFORCE surrogate, whose gradient is the policy gradient:
 
 ``R`` is any callable ``texts -> numpy array``: a learned reward model (the RLHF
 pipeline) or the task's gold reward (an oracle upper bound).
+
+Sampling temperature. Samples drawn at temperature T come from pi_T = softmax(logits / T),
+not from pi, so every log pi above is log pi_T: the policy's log-probs in the gradient
+(REINFORCE needs the log-prob of the distribution that drew the sample) and both sides
+of the KL penalty (the reference's logits are divided by the same T, as TRL does). With
+T = 1 this is the model itself.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ from tqdm.auto import tqdm
 
 from dpo_lab.collate import pad_batch
 from dpo_lab.evaluate import sample, score_samples
-from dpo_lab.logprobs import sequence_logprobs
+from dpo_lab.logprobs import DEFAULT_CHUNK_SIZE, sequence_logprobs
+from dpo_lab.precision import backward_and_step, resolve_precision
 
 
 def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -78,7 +85,8 @@ def _prompt_batches(n: int, per_step: int, steps: int, seed: int):
 def train_rloo(policy, ref_model, tokenizer, prompts: list[str], reward_fn, *, kl_coef: float = 0.05, k: int = 4,
                steps: int = 50, prompts_per_step: int = 32, lr: float = 1e-4, max_new_tokens: int = 32,
                temperature: float = 1.0, grad_clip: float = 1.0, seed: int = 0, monitor_fn=None,
-               eval_every: int | None = None, on_eval=None, progress: bool = True, desc: str = "RLOO") -> pd.DataFrame:
+               eval_every: int | None = None, on_eval=None, progress: bool = True, desc: str = "RLOO",
+               precision=None, chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> pd.DataFrame:
     """Train ``policy`` with RLOO against ``reward_fn`` and a KL penalty to the frozen ``ref_model``.
 
     Each step samples ``k`` completions for each of ``prompts_per_step`` prompts from the
@@ -92,12 +100,20 @@ def train_rloo(policy, ref_model, tokenizer, prompts: list[str], reward_fn, *, k
     ``on_eval(step, policy)`` runs every ``eval_every`` steps and after the last; a dict it
     returns is merged into that step's row, and the seconds it took are logged as
     ``eval_seconds`` so training time can be told apart from evaluation time.
+
+    Samples are scored at the ``temperature`` they were drawn at (see the module docstring).
+    ``precision`` (``None``: decided from the policy's device, see :mod:`dpo_lab.precision`):
+    the policy's and the reference's forward passes run under its autocast, the step through
+    its gradient scaler. ``chunk_size``: of :func:`dpo_lab.logprobs.sequence_logprobs` (``None``:
+    the plain full-logits path).
     """
     if k < 2:
         raise ValueError(f"RLOO needs k >= 2 samples a prompt for its leave-one-out baseline, got k={k}")
     if not prompts:
         raise ValueError("train_rloo needs at least one prompt")
     device = next(policy.parameters()).device
+    precision = resolve_precision(precision, device)
+    scaler = precision.grad_scaler()
     ref_model.eval()
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr)
     rows, n_samples = [], 0
@@ -113,20 +129,21 @@ def train_rloo(policy, ref_model, tokenizer, prompts: list[str], reward_fn, *, k
         texts = [p + t for p, t in zip(samples.prompts, samples.texts)]
         scores = torch.as_tensor(np.asarray(reward_fn(texts), dtype=np.float32))
         # 2. log-probs of the sampled ids: the reference's (constants) and the policy's (with gradient)
-        ref_logps = score_samples(ref_model, samples, tokenizer.pad_token_id, batch_size=len(texts)).to(device)
-        policy.train()
-        batch = pad_batch(list(zip(samples.prompt_ids, samples.completion_ids)), tokenizer.pad_token_id)
-        policy_logps = sequence_logprobs(policy, **{key: v.to(device) for key, v in batch.items()})
+        #    under pi_T, the distribution the samples were drawn from
+        with precision.autocast():
+            ref_logps = score_samples(ref_model, samples, tokenizer.pad_token_id, batch_size=len(texts),
+                                      temperature=temperature, chunk_size=chunk_size).to(device)
+            policy.train()
+            batch = pad_batch(list(zip(samples.prompt_ids, samples.completion_ids)), tokenizer.pad_token_id)
+            policy_logps = sequence_logprobs(policy, **{key: v.to(device) for key, v in batch.items()},
+                                             temperature=temperature, chunk_size=chunk_size)
         # 3. KL-penalised rewards, leave-one-out advantages, the REINFORCE step
         rewards = kl_penalized_rewards(scores.to(device), policy_logps, ref_logps, kl_coef)
         advantages = rloo_advantages(rewards.view(len(idx), k)).view(-1)
         loss = rloo_loss(policy_logps, advantages)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{desc}: the loss became {loss.item()} at step {step}; lower the learning rate")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
-        optimizer.step()
+        grad_norm = backward_and_step(loss, optimizer, policy.parameters(), grad_clip, scaler)
         kl = (policy_logps.detach() - ref_logps).mean().item()
         row = {"step": step + 1, "loss": loss.item(), "reward/proxy": scores.mean().item(),
                "reward/total": rewards.mean().item(), "kl": kl, "length": batch["completion_mask"].sum(-1).float()

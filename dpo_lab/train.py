@@ -9,6 +9,13 @@ the metric names TRL and the literature log:
 * ``rewards/margins``: mean of chosen minus rejected reward
 * ``rewards/accuracies``: share of pairs whose chosen reward beats the rejected one
 * ``logps/chosen``, ``logps/rejected``: mean summed log-probs under the policy
+
+Precision: every loop takes ``precision`` (``"bf16"``, ``"fp16"``, ``"fp32"`` or ``None``,
+the default, for the rule of :mod:`dpo_lab.precision`: bf16 on GPUs where it is native,
+fp16 with loss scaling on a T4, fp32 on a CPU), runs its forward pass under autocast and
+steps through a gradient scaler (a pass-through except for fp16).
+Log-probs are computed chunk by chunk (:mod:`dpo_lab.logprobs`), never as
+full-vocabulary float32 logits of the whole batch.
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ import torch
 from tqdm.auto import tqdm
 
 from dpo_lab.collate import collate_pairs, encode_examples, encode_pairs, pad_batch
-from dpo_lab.logprobs import sequence_logprobs
+from dpo_lab.logprobs import DEFAULT_CHUNK_SIZE, sequence_logprobs
 from dpo_lab.losses import LOSS_TYPES, dpo_loss, nll_loss, orpo_loss, simpo_loss
+from dpo_lab.precision import backward_and_step, resolve_precision
 
 # losses that score a completion by its per-token mean log-prob, and those with no reference in them
 AVERAGED_LOSSES = ("ipo", "simpo", "orpo")
@@ -57,12 +65,16 @@ def _to(batch: dict, device) -> dict:
 def train_sft(model, tokenizer, prompts: list[str], completions: list[str], *, epochs: float = 1.0,
               batch_size: int = 16, lr: float = 1e-3, weight_decay: float = 0.0, max_prompt_length=None,
               max_length=None, grad_clip: float = 1.0, seed: int = 0, progress: bool = True,
-              desc: str = "SFT") -> pd.DataFrame:
+              desc: str = "SFT", precision=None, chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> pd.DataFrame:
     """Supervised fine-tuning: minimise the mean NLL of completion tokens given the prompt.
 
     loss = -(1/N) sum over completion tokens of log pi(y_t | x, y_<t), N tokens in the batch.
+    ``precision``: see the module docstring (``None``: decided from the model's device).
+    ``chunk_size``: of :func:`dpo_lab.logprobs.sequence_logprobs` (``None``: the plain path).
     """
     device = next(model.parameters()).device
+    precision = resolve_precision(precision, device)
+    scaler = precision.grad_scaler()
     encoded, _ = encode_examples(tokenizer, prompts, completions, max_prompt_length, max_length)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     model.train()
@@ -70,14 +82,12 @@ def train_sft(model, tokenizer, prompts: list[str], completions: list[str], *, e
     batches = list(_batches(len(encoded), batch_size, epochs, seed))
     for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress)):
         batch = _to(pad_batch([encoded[i] for i in idx], tokenizer.pad_token_id), device)
-        logps = sequence_logprobs(model, **batch)
+        with precision.autocast():
+            logps = sequence_logprobs(model, **batch, chunk_size=chunk_size)
         n_tokens = batch["completion_mask"][:, 1:].sum()
         loss = -logps.sum() / n_tokens
         _check_finite(loss, step, desc)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
+        grad_norm = backward_and_step(loss, optimizer, model.parameters(), grad_clip, scaler)
         rows.append({"step": step, "loss": loss.item(), "grad_norm": grad_norm.item()})
     model.eval()
     return pd.DataFrame(rows)
@@ -85,22 +95,27 @@ def train_sft(model, tokenizer, prompts: list[str], completions: list[str], *, e
 
 @torch.no_grad()
 def precompute_ref_logps(ref_model, tokenizer, chosen, rejected, batch_size: int = 64,
-                         average: bool = False, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                         average: bool = False, progress: bool = False,
+                         precision=None, chunk_size: int | None = DEFAULT_CHUNK_SIZE
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference log-probs of every chosen and rejected sequence, computed once.
 
     The reference is frozen, so its log-probs never change: computing them up front
     means the reference need not sit in memory during training, and each step runs
     one forward pass fewer. ``chosen``/``rejected`` are the encoded lists from
-    :func:`dpo_lab.collate.encode_pairs`.
+    :func:`dpo_lab.collate.encode_pairs`. ``precision`` as the training loops (``None``:
+    decided from the model's device); the log-probs themselves are float32.
     """
     device = next(ref_model.parameters()).device
+    precision = resolve_precision(precision, device)
     was_training = ref_model.training
     ref_model.eval()
     out_c, out_r = [], []
     for start in tqdm(range(0, len(chosen), batch_size), desc="reference log-probs", disable=not progress):
         batch = _to(collate_pairs(chosen[start:start + batch_size], rejected[start:start + batch_size],
                                   tokenizer.pad_token_id), device)
-        logps = sequence_logprobs(ref_model, **batch, average=average).float().cpu()
+        with precision.autocast():
+            logps = sequence_logprobs(ref_model, **batch, average=average, chunk_size=chunk_size).float().cpu()
         half = logps.shape[0] // 2
         out_c.append(logps[:half])
         out_r.append(logps[half:])
@@ -110,7 +125,8 @@ def precompute_ref_logps(ref_model, tokenizer, chosen, rejected, batch_size: int
 
 def dpo_batch_loss(policy, batch: dict, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, *,
                    beta: float, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
-                   nll_alpha: float = 0.0, simpo_gamma: float = 0.5) -> tuple[torch.Tensor, dict]:
+                   nll_alpha: float = 0.0, simpo_gamma: float = 0.5,
+                   chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> tuple[torch.Tensor, dict]:
     """The DPO loss of one collated pair batch (chosen rows first), and its metrics.
 
     One forward pass scores chosen and rejected together. ``loss_type="ipo"`` uses
@@ -122,13 +138,16 @@ def dpo_batch_loss(policy, batch: dict, ref_chosen: torch.Tensor, ref_rejected: 
     length-averaged log-probs (the reference log-probs are then unused):
     ``loss_type="simpo"`` (``beta`` and ``simpo_gamma``) and ``loss_type="orpo"``
     (``beta`` is ORPO's lambda).
+
+    ``chunk_size`` is that of :func:`dpo_lab.logprobs.sequence_logprobs` (``None``: the plain
+    full-logits path, kept as the reference and for the benchmark).
     """
     if loss_type not in LOSS_TYPES + REFERENCE_FREE_LOSSES:
         raise ValueError(f"loss_type={loss_type!r} is not one of {LOSS_TYPES + REFERENCE_FREE_LOSSES}")
     average = loss_type in AVERAGED_LOSSES
     if loss_type in REFERENCE_FREE_LOSSES and label_smoothing:
         raise ValueError(f"label_smoothing is not defined for loss_type={loss_type!r}")
-    logps = sequence_logprobs(policy, **batch, average=average)
+    logps = sequence_logprobs(policy, **batch, average=average, chunk_size=chunk_size)
     half = logps.shape[0] // 2
     chosen, rejected = logps[:half], logps[half:]
     if loss_type == "simpo":
@@ -158,7 +177,8 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
               epochs: float = 1.0, batch_size: int = 16, lr: float = 1e-4, weight_decay: float = 0.0,
               max_prompt_length=None, max_length=None, grad_clip: float = 1.0, seed: int = 0,
               ref_logps: tuple[torch.Tensor, torch.Tensor] | None = None, checkpoint_every: int | None = None,
-              on_checkpoint=None, progress: bool = True, desc: str = "DPO") -> pd.DataFrame:
+              on_checkpoint=None, progress: bool = True, desc: str = "DPO", precision=None,
+              chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> pd.DataFrame:
     """Train ``policy`` with a preference loss on ``pairs`` against a frozen reference.
 
     The reference enters only through its log-probs. They are precomputed once (from
@@ -172,8 +192,14 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
     ``loss_type`` is one of :data:`dpo_lab.losses.LOSS_TYPES` or a reference-free loss,
     ``"simpo"`` or ``"orpo"`` (see :func:`dpo_batch_loss`); those need neither a
     reference model nor ``ref_logps``.
+
+    ``precision``: see the module docstring (``None``: decided from the policy's device);
+    reference log-probs computed here use the same precision. ``chunk_size``: of
+    :func:`dpo_lab.logprobs.sequence_logprobs` (``None``: the plain full-logits path).
     """
     device = next(policy.parameters()).device
+    precision = resolve_precision(precision, device)
+    scaler = precision.grad_scaler()
     chosen, rejected, _ = encode_pairs(tokenizer, pairs, max_prompt_length, max_length)
     average = loss_type in AVERAGED_LOSSES
     if ref_logps is None and ref_model is None and loss_type in REFERENCE_FREE_LOSSES:
@@ -181,7 +207,8 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
     if ref_logps is None:
         if ref_model is None:
             raise ValueError("train_dpo needs ref_model or precomputed ref_logps")
-        ref_logps = precompute_ref_logps(ref_model, tokenizer, chosen, rejected, average=average)
+        ref_logps = precompute_ref_logps(ref_model, tokenizer, chosen, rejected, average=average,
+                                         precision=precision.name, chunk_size=chunk_size)
     ref_chosen, ref_rejected = ref_logps
     if len(ref_chosen) != len(pairs):
         raise ValueError(f"ref_logps has {len(ref_chosen)} rows but there are {len(pairs)} pairs")
@@ -193,14 +220,12 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
     for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress)):
         batch = _to(collate_pairs([chosen[i] for i in idx], [rejected[i] for i in idx],
                                   tokenizer.pad_token_id), device)
-        loss, metrics = dpo_batch_loss(policy, batch, ref_chosen[idx].to(device), ref_rejected[idx].to(device),
-                                       beta=beta, loss_type=loss_type, label_smoothing=label_smoothing,
-                                       nll_alpha=nll_alpha, simpo_gamma=simpo_gamma)
+        with precision.autocast():
+            loss, metrics = dpo_batch_loss(policy, batch, ref_chosen[idx].to(device), ref_rejected[idx].to(device),
+                                           beta=beta, loss_type=loss_type, label_smoothing=label_smoothing,
+                                           nll_alpha=nll_alpha, simpo_gamma=simpo_gamma, chunk_size=chunk_size)
         _check_finite(loss, step, desc)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
-        optimizer.step()
+        grad_norm = backward_and_step(loss, optimizer, policy.parameters(), grad_clip, scaler)
         row = {"step": step, **metrics, "grad_norm": grad_norm.item()}
         last = step == len(batches) - 1
         if on_checkpoint is not None and ((checkpoint_every and (step + 1) % checkpoint_every == 0) or last):

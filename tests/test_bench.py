@@ -49,3 +49,68 @@ def test_lora_disabled_adapters_reproduce_the_base_model(tokenizer):
     assert (adapted - expected).abs().max() > 1e-3
     trainable = [n for n, p in policy.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_peak_memory_is_reset_and_sees_a_short_block():
+    """On a CPU the peak is the kernel's counter (VmHWM) after a reset: a 64 MiB block touched and freed at once
+    is seen whole, and the level before it is not counted."""
+    import numpy as np
+
+    from dpo_lab.bench import reset_peak_memory
+    from dpo_lab.costs import peak_rss_mb
+
+    if peak_rss_mb() is None:
+        pytest.skip("no kernel peak-RSS counter on this platform")
+    cpu = torch.device("cpu")
+    base = reset_peak_memory(cpu)
+    assert peak_memory_mb(cpu) - base < 8
+    block = np.ones(64 * 2**20 // 8)
+    del block
+    assert 62 < peak_memory_mb(cpu) - base < 80
+
+
+def test_make_model_and_seq_len_pairs(tokenizer):
+    from dpo_lab.bench import make_model
+
+    model = make_model("tiny", tokenizer, vocab_size=4096, attn="eager")
+    assert model.config.vocab_size == 4096 and model.config._attn_implementation == "eager"
+    assert model.lm_head.weight is model.transformer.wte.weight
+    with pytest.raises(ValueError, match="smaller than the tokenizer"):
+        make_model("tiny", tokenizer, vocab_size=10)
+    pairs = bench_pairs(6, seq_len=40, tokenizer=tokenizer)
+    chosen, rejected, _ = encode_pairs(tokenizer, pairs, verbose=False)
+    lengths = [len(p) + len(c) for p, c in chosen + rejected]
+    assert all(36 <= n <= 42 for n in lengths), lengths
+
+
+def test_dpo_lab_steps_chunked_and_plain_take_the_same_steps(tokenizer):
+    """The two log-prob paths train the same: equal losses after two steps, so the benchmark compares speed and
+    memory of one computation."""
+    from dpo_lab.bench import dpo_lab_steps, make_model
+
+    pairs = bench_pairs(8, completion_words=6)
+    out = {}
+    for chunk_size in (None, 4):
+        policy = make_model("tiny", tokenizer)
+        reference = copy.deepcopy(policy).requires_grad_(False)
+        out[chunk_size] = dpo_lab_steps(policy, tokenizer, pairs, batch_size=4, steps=2, warmup=1, lr=1e-3,
+                                        reference=reference, chunk_size=chunk_size)
+        out[chunk_size]["weights"] = policy.transformer.h[0].attn.c_attn.weight.detach().clone()
+    assert out[None]["shape"] == out[4]["shape"] and out[4]["peak_rise_mb"] >= 0 and out[4]["step_s"] > 0
+    torch.testing.assert_close(out[4]["weights"], out[None]["weights"], rtol=1e-4, atol=1e-6)
+
+
+def test_logprobs_memory_chunked_holds_far_less():
+    """One forward+backward at GPT-2's vocabulary (8 rows x 160 tokens, 2-layer body of width 128): the chunked
+    path's peak RSS rise is under a third of the plain path's. Run in this process for speed (the benchmark uses
+    fresh ones), chunked first, so that any memory the allocator keeps from the first run favours the plain path."""
+    from dpo_lab.bench import _logprobs_memory_run
+    from dpo_lab.costs import peak_rss_mb
+
+    if peak_rss_mb() is None:
+        pytest.skip("no kernel peak-RSS counter on this platform")
+    chunked = _logprobs_memory_run(True, "tiny", 50257, 8, 160, 8, 1)
+    plain = _logprobs_memory_run(False, "tiny", 50257, 8, 160, 8, 1)
+    # plain: at least the float32 logits of the 8 x 152 scored positions (233 MiB) and their gradient
+    assert plain["peak_rise_mb"] > 2 * 8 * 152 * 50257 * 4 / 2**20
+    assert chunked["peak_rise_mb"] < plain["peak_rise_mb"] / 3

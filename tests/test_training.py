@@ -82,3 +82,18 @@ def test_filter_logits():
     # top-p 0.7: 0.5 alone is below 0.7, 0.5+0.3 reaches it -> keep two
     assert torch.isinf(filter_logits(logits, top_p=0.7)).tolist() == [[False, False, True, True]]
     assert torch.isinf(filter_logits(logits, top_p=0.4)).tolist() == [[False, True, True, True]]
+
+
+def test_loops_chunked_and_plain_log_probs_train_alike(tokenizer):
+    """SFT and DPO on the default chunked log-probs and on the plain path (``chunk_size=None``): the same loss
+    curves up to float32 rounding (rounding that Adam can amplify over long runs, hence only 8 steps here)."""
+    prompts, completions = [p["prompt"] for p in PAIRS], [p["chosen"] for p in PAIRS]
+    curves = {}
+    for chunk_size in (None, 7):
+        model = tiny_gpt2(tokenizer, seed=1, n_layer=1, n_embd=32, n_head=2)
+        sft = train_sft(model, tokenizer, prompts, completions, epochs=2, batch_size=8, lr=3e-3, progress=False,
+                        chunk_size=chunk_size)
+        dpo, _ = run_dpo(tokenizer, chunk_size=chunk_size)
+        curves[chunk_size] = (sft.loss.to_numpy(), dpo.loss.to_numpy(), dpo["rewards/margins"].to_numpy())
+    for plain, chunked in zip(curves[None], curves[7]):
+        assert chunked == pytest.approx(plain, abs=1e-4)
