@@ -55,16 +55,91 @@ def seed_everything(seed: int = 0) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def pick_config(configs: dict[str, dict], profile: str | None = None) -> dict:
+SCALES = ("normal", "smoke")
+
+
+def get_scale() -> str:
+    """``"smoke"`` when ``DPO_LAB_SCALE=smoke`` (CI's cut-down full profile), else ``"normal"``."""
+    value = os.environ.get("DPO_LAB_SCALE", "").strip().lower() or "normal"
+    if value not in SCALES:
+        raise ValueError(f"DPO_LAB_SCALE={value!r} is not a scale; use one of {SCALES}")
+    return value
+
+
+# --- smoke scale: the same config with its counts cut --------------------------------
+# A key is a *count* (of examples, steps, samples, a batch) when its name says so; only
+# those are cut. Ids, column names, lengths (max_length, max_new_tokens), model sizes,
+# learning rates, betas and precision are never touched.
+_COUNT_EXACT = {"steps", "epochs", "batch_size", "checkpoints", "data_limit", "eval_samples",
+                "samples_per_prompt", "seeds_per_size", "heldout_pairs", "frontier_betas", "probe_pairs",
+                "rerank_n", "bon_n", "k", "rloo_k"}
+_COUNT_PREFIXES = ("n_",)
+_COUNT_SUFFIXES = ("_steps", "_epochs", "_batch_size", "_batch", "_samples", "_per_task", "_per_class",
+                   "_per_step", "_every", "_checkpoints", "_pairs")
+_NOT_COUNTS = {"n_layer", "n_embd", "n_head", "n_positions", "n_inner", "n_responses", "n_prompts"}
+#: the smallest value a cut count takes: enough for every code path (a pair needs two samples,
+#: an RLOO group two members, a split two items)
+SMOKE_MIN = 2
+#: counts are divided by this (then floored at SMOKE_MIN)
+SMOKE_FACTOR = 100
+
+
+def is_count_key(key: str) -> bool:
+    """Whether a config key names a count that smoke scale may cut."""
+    if key in _NOT_COUNTS:
+        return False
+    return key in _COUNT_EXACT or key.startswith(_COUNT_PREFIXES) or key.endswith(_COUNT_SUFFIXES)
+
+
+def smoke_value(key: str, value):
+    """``value`` cut for smoke scale if ``key`` is a count (see :func:`is_count_key`), else unchanged.
+
+    Integers are divided by :data:`SMOKE_FACTOR` and floored at :data:`SMOKE_MIN` (never
+    raised: a count already small stays as it is); fractional epochs become at most 1; a
+    list of counts (``data_sizes``, ``bon_ns``) keeps its first two entries.
+    """
+    if not is_count_key(key) or isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return min(value, max(SMOKE_MIN, value // SMOKE_FACTOR))
+    if isinstance(value, float):
+        return min(value, 1.0)
+    return value
+
+
+def smoke_config(config: dict) -> dict:
+    """The smoke-scale copy of one profile's config: only its counts are cut."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, list) and key in ("data_sizes", "bon_ns"):
+            out[key] = value[:2]
+        elif isinstance(value, dict) and not key.endswith("sizes"):
+            out[key] = smoke_config(value) if all(isinstance(k, str) for k in value) else value
+        else:
+            out[key] = smoke_value(key, value)
+    # a cut count must stay a multiple of what divides it (steps by probe_every, eval cadence)
+    for total, every in (("steps", "probe_every"), ("rloo_steps", "rloo_eval_every"),
+                         ("overopt_steps", "overopt_checkpoints"), ("dpo_steps", "track_every")):
+        if total in out and every in out and isinstance(out[total], int) and isinstance(out[every], int):
+            out[total] = max(out[total], out[every])
+            out[total] -= out[total] % out[every]
+    return out
+
+
+def pick_config(configs: dict[str, dict], profile: str | None = None, scale: str | None = None) -> dict:
     """Return the config dict of the current profile from ``{"tiny": {...}, "full": {...}}``.
 
     The dicts stay visible in the notebook so a learner can turn the knobs;
     this helper only picks one and says clearly when a profile is missing.
+    At ``DPO_LAB_SCALE=smoke`` (or ``scale="smoke"``) the counts are cut (:func:`smoke_config`).
     """
     profile = profile or get_profile()
     if profile not in configs:
         raise KeyError(f"no config for profile {profile!r}; the notebook defines {sorted(configs)}")
-    return dict(configs[profile])
+    config = dict(configs[profile])
+    if (scale or get_scale()) == "smoke":
+        config = smoke_config(config)
+    return config
 
 
 def versions() -> dict[str, str]:
