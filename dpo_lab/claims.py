@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 import operator
-import os
 
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
         "==": operator.eq, "!=": operator.ne}
