@@ -200,3 +200,12 @@ def test_stop_sequences_end_an_mbpp_completion_after_its_function():
     body = "\n    return x + 2"
     assert code.cut_at_stop(body) == body  # a generated task's body has no stop sequence
     assert code.cut_at_stop("\ndef f(x):\n    return x") == "\ndef f(x):\n    return x"  # not at position 0
+
+
+def test_batches_over_no_items_raise_instead_of_looping_forever():
+    from dpo_lab.train import _batches
+
+    with pytest.raises(ValueError, match="the reward-model pairs are empty"):
+        next(_batches(0, 4, 1.0, 0, what="reward-model pairs"))
+    with pytest.raises(ValueError, match="training examples are empty"):
+        next(_batches(0, 4, 1.0, 0))
