@@ -172,7 +172,7 @@ def mbpp_rows(start: int, n: int, seed: int) -> list[dict]:
 
 
 def _mbpp_bug(row: dict) -> str:
-    for name, text, code, bug, _, _ in _MBPP_KINDS:
+    for _name, _text, code, bug, _, _ in _MBPP_KINDS:
         for k in range(2, 10):
             if code.format(k=k) == row["code"]:
                 return bug.format(k=k)
