@@ -77,6 +77,9 @@ _COUNT_PREFIXES = ("n_",)
 _COUNT_SUFFIXES = ("_steps", "_epochs", "_batch_size", "_batch", "_samples", "_per_task", "_per_class",
                    "_per_step", "_every", "_checkpoints", "_pairs")
 _NOT_COUNTS = {"n_layer", "n_embd", "n_head", "n_positions", "n_inner", "n_responses", "n_prompts"}
+#: lists of counts and the entries smoke scale keeps: the two largest data sizes (the small ones
+#: leave some pairs seen one way only), the two smallest best-of-N sizes
+_COUNT_LISTS = {"data_sizes": slice(-2, None), "bon_ns": slice(0, 2)}
 #: the smallest value a cut count takes: enough for every code path (a pair needs two samples,
 #: an RLOO group two members, a split two items)
 SMOKE_MIN = 2
@@ -96,7 +99,7 @@ def smoke_value(key: str, value):
 
     Integers are divided by :data:`SMOKE_FACTOR` and floored at :data:`SMOKE_MIN` (never
     raised: a count already small stays as it is); fractional epochs become at most 1; a
-    list of counts (``data_sizes``, ``bon_ns``) keeps its first two entries.
+    list of counts keeps two entries (see ``_COUNT_LISTS``).
     """
     if not is_count_key(key) or isinstance(value, bool) or value is None:
         return value
@@ -111,8 +114,8 @@ def smoke_config(config: dict) -> dict:
     """The smoke-scale copy of one profile's config: only its counts are cut."""
     out = {}
     for key, value in config.items():
-        if isinstance(value, list) and key in ("data_sizes", "bon_ns"):
-            out[key] = value[:2]
+        if isinstance(value, list) and key in _COUNT_LISTS:
+            out[key] = value[_COUNT_LISTS[key]]
         elif isinstance(value, dict) and not key.endswith("sizes"):
             out[key] = smoke_config(value) if all(isinstance(k, str) for k in value) else value
         else:

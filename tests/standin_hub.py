@@ -293,8 +293,10 @@ def _mnist_rows(n: int, seed: int) -> list[dict]:
 
     images, labels = load_sklearn_digits()
     rng = np.random.default_rng(seed)
+    # n / 10 of every digit, in a shuffled order (every class appears in any sizeable split, as in MNIST)
+    chosen = np.concatenate([rng.permutation(np.flatnonzero(labels.numpy() == d))[:n // 10] for d in range(10)])
     rows = []
-    for i in rng.permutation(len(labels))[:n]:
+    for i in rng.permutation(chosen):
         pixels = (to_unit_range(images[i])[0].numpy() * 255).astype(np.uint8)
         big = Image.fromarray(pixels, mode="L").resize((20, 20), Image.BILINEAR)
         canvas = Image.new("L", (28, 28))
@@ -346,7 +348,7 @@ def build(home: str | Path) -> Path:
                          "challenge_test_list": datasets.Sequence(V("string"))}))
     _prepared_dataset(cache, "ucirvine/sms_spam", "plain_text", {"train": _sms_rows(200, 1)},
                       F({"sms": V("string"), "label": datasets.ClassLabel(names=["ham", "spam"])}))
-    _prepared_dataset(cache, "ylecun/mnist", "mnist", {"train": _mnist_rows(400, 1), "test": _mnist_rows(100, 2)},
+    _prepared_dataset(cache, "ylecun/mnist", "mnist", {"train": _mnist_rows(1000, 1), "test": _mnist_rows(200, 2)},
                       F({"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(d) for d in range(10)])}))
     (home / "standin.json").write_text(json.dumps({"version": VERSION, "models": MODELS, "datasets": DATASETS}))
     return home

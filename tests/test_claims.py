@@ -16,7 +16,7 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 # here is a change to what the course claims: update it on purpose, with the text.
 CLAIMS_PER_NOTEBOOK = {
     "00_environment_check": 1,
-    "01_deriving_dpo": 23,
+    "01_deriving_dpo": 30,
     "02_dpo_gpt2_sentiment": 8,
     "03_reward_model_baseline": 31,
     "04_code_dpo": 14,
