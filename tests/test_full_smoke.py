@@ -12,10 +12,14 @@ Run: ``pytest -m full_smoke tests/test_full_smoke.py``.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ is not a package: import its helper by name
+from standin_hub import ensure_built, offline_env  # noqa: E402
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 REPO = Path(__file__).resolve().parent.parent
@@ -23,8 +27,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def standin_hub():
-    from tests.standin_hub import ensure_built
-
     return ensure_built()
 
 
@@ -32,8 +34,6 @@ def run_full_smoke(path: Path, hub: Path, workdir: Path, timeout: int = 600) -> 
     """Execute ``path`` in the full profile at smoke scale against ``hub``; return its seconds."""
     import nbformat
     from nbclient import NotebookClient
-
-    from tests.standin_hub import offline_env
 
     nb = nbformat.read(path, as_version=4)
     env = {**os.environ, **offline_env(hub), "DPO_LAB_PROFILE": "full", "DPO_LAB_SCALE": "smoke",
@@ -91,9 +91,6 @@ print("every id resolves offline")
 @pytest.mark.full_smoke
 def test_standin_hub_resolves_every_id_with_the_courses_own_calls(standin_hub, tmp_path):
     import subprocess
-    import sys
-
-    from tests.standin_hub import offline_env
 
     env = {**os.environ, **offline_env(standin_hub),
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
