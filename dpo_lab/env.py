@@ -12,6 +12,7 @@ When the variable is unset the profile is ``full`` if a CUDA GPU is present and
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import random
@@ -83,6 +84,11 @@ _COUNT_LISTS = {"data_sizes": slice(-2, None), "bon_ns": slice(0, 2)}
 #: the smallest value a cut count takes: enough for every code path (a pair needs two samples,
 #: an RLOO group two members, a split two items)
 SMOKE_MIN = 2
+#: the smallest number of optimisation steps: a benchmark times steps after two warm-up steps
+SMOKE_MIN_STEPS = 4
+#: the smallest number of samples a prompt: with two, a prompt's samples often all tie (all pass, or
+#: all fail), and no preference pair comes out of it
+SMOKE_MIN_SAMPLES = 4
 #: counts are divided by this (then floored at SMOKE_MIN)
 SMOKE_FACTOR = 100
 
@@ -104,7 +110,12 @@ def smoke_value(key: str, value):
     if not is_count_key(key) or isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int):
-        return min(value, max(SMOKE_MIN, value // SMOKE_FACTOR))
+        floor = SMOKE_MIN
+        if key == "steps" or key.endswith("_steps"):
+            floor = SMOKE_MIN_STEPS
+        elif key.endswith("samples") or key == "samples_per_prompt":
+            floor = SMOKE_MIN_SAMPLES
+        return min(value, max(floor, value // SMOKE_FACTOR))
     if isinstance(value, float):
         return min(value, 1.0)
     return value
@@ -120,13 +131,22 @@ def smoke_config(config: dict) -> dict:
             out[key] = smoke_config(value) if all(isinstance(k, str) for k in value) else value
         else:
             out[key] = smoke_value(key, value)
-    # a cut count must stay a multiple of what divides it (steps by probe_every, eval cadence)
-    for total, every in (("steps", "probe_every"), ("rloo_steps", "rloo_eval_every"),
-                         ("overopt_steps", "overopt_checkpoints"), ("dpo_steps", "track_every")):
-        if total in out and every in out and isinstance(out[total], int) and isinstance(out[every], int):
-            out[total] = max(out[total], out[every])
-            out[total] -= out[total] % out[every]
+    # a cut total must stay a multiple of the cadences that divide it: rounded up to one
+    for total, every, splits in _MULTIPLES:
+        values = [out.get(every), *(out.get(k, k) for k in splits)]
+        if isinstance(out.get(total), int) and all(isinstance(v, int) for v in values):
+            unit = values[0] * math.lcm(*values[1:])
+            out[total] = -(-out[total] // unit) * unit
     return out
+
+
+# (total, cadence, splits): the total must be a multiple of cadence x lcm(splits), so that every
+# split of it (into that many evaluations; an int is a constant) lands on a cadence step.
+# Notebook 08 probes every `probe_every` steps and evaluates at `overopt_checkpoints` (its fixes at 2)
+# evenly spaced steps; notebook 03 evaluates RLOO every `rloo_eval_every` steps; notebook 06 tracks
+# every `track_every` DPO steps.
+_MULTIPLES = (("steps", "probe_every", ()), ("overopt_steps", "probe_every", ("overopt_checkpoints", 2)),
+              ("rloo_steps", "rloo_eval_every", ()), ("dpo_steps", "track_every", ()))
 
 
 def pick_config(configs: dict[str, dict], profile: str | None = None, scale: str | None = None) -> dict:

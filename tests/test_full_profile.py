@@ -7,6 +7,8 @@ and "pretrained" checkpoints are small GPT-2s saved with ``save_pretrained``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -209,3 +211,34 @@ def test_batches_over_no_items_raise_instead_of_looping_forever():
         next(_batches(0, 4, 1.0, 0, what="reward-model pairs"))
     with pytest.raises(ValueError, match="training examples are empty"):
         next(_batches(0, 4, 1.0, 0))
+
+
+# --- smoke scale: pick_config cuts counts, never ids, columns, lengths or precision -----------
+
+def test_pick_config_at_smoke_scale_cuts_only_counts(monkeypatch):
+    from dpo_lab.env import get_scale, pick_config
+
+    full = dict(model="gpt2", tokenizer="gpt2", reviews="stanfordnlp/imdb", max_length=128, max_new_tokens=48,
+                sft_lr=5e-5, betas=[0.05, 0.1], amp=True, model_sizes=None, n_sft_reviews=10000, sft_batch_size=16,
+                sft_epochs=1, samples_per_prompt=4, eval_samples=20, k=10, steps=64, probe_every=16,
+                overopt_steps=192, overopt_checkpoints=4, data_sizes=[100, 1000, 10000], bon_ns=[1, 2, 4, 8],
+                n_layer=12, denoiser={"kind": "unet", "base": 32}, stop_sequences=["\ndef "])
+    configs = {"tiny": {"model": "tiny"}, "full": full}
+    monkeypatch.setenv("DPO_LAB_SCALE", "smoke")
+    assert get_scale() == "smoke"
+    cut = pick_config(configs, "full")
+    for key in ("model", "tokenizer", "reviews", "max_length", "max_new_tokens", "sft_lr", "betas", "amp",
+                "model_sizes", "n_layer", "denoiser", "stop_sequences"):
+        assert cut[key] == full[key], key
+    assert (cut["n_sft_reviews"], cut["sft_batch_size"], cut["sft_epochs"]) == (100, 2, 1)
+    assert (cut["samples_per_prompt"], cut["eval_samples"], cut["k"]) == (4, 4, 2)
+    assert cut["steps"] % cut["probe_every"] == 0 and cut["steps"] >= 4
+    # notebook 08 splits overopt_steps into overopt_checkpoints (and 2) evaluations, each on a probe step
+    assert cut["overopt_steps"] % (cut["probe_every"] * math.lcm(cut["overopt_checkpoints"], 2)) == 0
+    assert cut["data_sizes"] == [1000, 10000] and cut["bon_ns"] == [1, 2]
+    assert pick_config(configs, "tiny") == {"model": "tiny"}
+    monkeypatch.delenv("DPO_LAB_SCALE")
+    assert pick_config(configs, "full") == full  # normal scale: the config as written
+    monkeypatch.setenv("DPO_LAB_SCALE", "huge")
+    with pytest.raises(ValueError, match="DPO_LAB_SCALE"):
+        pick_config(configs, "full")
