@@ -22,7 +22,7 @@ CLAIMS_PER_NOTEBOOK = {
     "04_code_dpo": 14,
     "05_summarization_dpo": 23,
     "06_diffusion_dpo": 28,
-    "07_efficiency_lora": 6,
+    "07_efficiency_lora": 7,
     "08_variants_and_failure_modes": 44,
     "09_content_moderation": 8,
 }
