@@ -166,13 +166,15 @@ def load_hub_preferences(
     mapping: str | Callable[[dict], dict] | None = None,
     config: str | None = None,
     limit: int | None = None,
+    seed: int | None = 0,
 ) -> list[dict]:
     """Load a Hub preference dataset, or a local copy of it, and map it to our schema.
 
     ``name_or_path`` is a Hub id (``"trl-lib/tldr-preference"``, needs the network),
     a local folder in the Hub's layout, or a single JSON/JSONL/Parquet file. ``mapping``
     is a key of :data:`HUB_MAPPINGS` or a function; by default the Hub id picks it.
-    ``limit`` keeps the first rows only (for quick runs) and is stated in the source name.
+    The rows are shuffled with ``seed`` (``None`` keeps the file's order); ``limit`` then keeps
+    the first rows only (for quick runs).
     """
     from dpo_lab.extras import require
 
@@ -195,8 +197,12 @@ def load_hub_preferences(
         ds = datasets.load_dataset(kind, data_files={split: str(path)}, split=split)
     else:
         ds = datasets.load_dataset(name_or_path, config, split=split)
+    if seed is not None:
+        ds = ds.shuffle(seed=seed)  # Hub splits may be sorted; a limit then takes a seeded sample
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
+    if len(ds) == 0:
+        raise PreferenceDataError(f"{name_or_path} [{split}]: no rows (limit={limit})")
     return map_records(ds, mapping_fn, f"{name_or_path} [{split}]")
 
 

@@ -17,6 +17,7 @@ calibrated there, and MPS or a GPU gives other numbers) and the best accelerator
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import random
@@ -81,16 +82,113 @@ def seed_everything(seed: int = 0) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def pick_config(configs: dict[str, dict], profile: str | None = None) -> dict:
+SCALES = ("normal", "smoke")
+
+
+def get_scale() -> str:
+    """``"smoke"`` when ``DPO_LAB_SCALE=smoke`` (CI's cut-down full profile), else ``"normal"``."""
+    value = os.environ.get("DPO_LAB_SCALE", "").strip().lower() or "normal"
+    if value not in SCALES:
+        raise ValueError(f"DPO_LAB_SCALE={value!r} is not a scale; use one of {SCALES}")
+    return value
+
+
+# --- smoke scale: the same config with its counts cut --------------------------------
+# A key is a *count* (of examples, steps, samples, a batch) when its name says so; only
+# those are cut. Ids, column names, lengths (max_length, max_new_tokens), model sizes,
+# learning rates, betas and precision are never touched.
+_COUNT_EXACT = {"steps", "epochs", "batch_size", "checkpoints", "data_limit", "eval_samples",
+                "samples_per_prompt", "seeds_per_size", "heldout_pairs", "frontier_betas", "probe_pairs",
+                "rerank_n", "bon_n", "k", "rloo_k"}
+_COUNT_PREFIXES = ("n_",)
+_COUNT_SUFFIXES = ("_steps", "_epochs", "_batch_size", "_batch", "_samples", "_per_task", "_per_class",
+                   "_per_step", "_every", "_checkpoints", "_pairs")
+_NOT_COUNTS = {"n_layer", "n_embd", "n_head", "n_positions", "n_inner", "n_responses", "n_prompts"}
+#: lists of counts and the entries smoke scale keeps: the two largest data sizes (the small ones
+#: leave some pairs seen one way only), the two smallest best-of-N sizes
+_COUNT_LISTS = {"data_sizes": slice(-2, None), "bon_ns": slice(0, 2)}
+#: the smallest value a cut count takes: enough for every code path (a pair needs two samples,
+#: an RLOO group two members, a split two items)
+SMOKE_MIN = 2
+#: the smallest number of optimisation steps: a benchmark times steps after two warm-up steps
+SMOKE_MIN_STEPS = 4
+#: the smallest number of samples a prompt: with two, a prompt's samples often all tie (all pass, or
+#: all fail), and no preference pair comes out of it
+SMOKE_MIN_SAMPLES = 4
+#: counts are divided by this (then floored at SMOKE_MIN)
+SMOKE_FACTOR = 100
+
+
+def is_count_key(key: str) -> bool:
+    """Whether a config key names a count that smoke scale may cut."""
+    if key in _NOT_COUNTS:
+        return False
+    return key in _COUNT_EXACT or key.startswith(_COUNT_PREFIXES) or key.endswith(_COUNT_SUFFIXES)
+
+
+def smoke_value(key: str, value):
+    """``value`` cut for smoke scale if ``key`` is a count (see :func:`is_count_key`), else unchanged.
+
+    Integers are divided by :data:`SMOKE_FACTOR` and floored at :data:`SMOKE_MIN` (never
+    raised: a count already small stays as it is); fractional epochs become at most 1; a
+    list of counts keeps two entries (see ``_COUNT_LISTS``).
+    """
+    if not is_count_key(key) or isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        floor = SMOKE_MIN
+        if key == "steps" or key.endswith("_steps"):
+            floor = SMOKE_MIN_STEPS
+        elif key.endswith("samples") or key == "samples_per_prompt":
+            floor = SMOKE_MIN_SAMPLES
+        return min(value, max(floor, value // SMOKE_FACTOR))
+    if isinstance(value, float):
+        return min(value, 1.0)
+    return value
+
+
+def smoke_config(config: dict) -> dict:
+    """The smoke-scale copy of one profile's config: only its counts are cut."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, list) and key in _COUNT_LISTS:
+            out[key] = value[_COUNT_LISTS[key]]
+        elif isinstance(value, dict) and not key.endswith("sizes"):
+            out[key] = smoke_config(value) if all(isinstance(k, str) for k in value) else value
+        else:
+            out[key] = smoke_value(key, value)
+    # a cut total must stay a multiple of the cadences that divide it: rounded up to one
+    for total, every, splits in _MULTIPLES:
+        values = [out.get(every), *(out.get(k, k) for k in splits)]
+        if isinstance(out.get(total), int) and all(isinstance(v, int) for v in values):
+            unit = values[0] * math.lcm(*values[1:])
+            out[total] = -(-out[total] // unit) * unit
+    return out
+
+
+# (total, cadence, splits): the total must be a multiple of cadence x lcm(splits), so that every
+# split of it (into that many evaluations; an int is a constant) lands on a cadence step.
+# Notebook 08 probes every `probe_every` steps and evaluates at `overopt_checkpoints` (its fixes at 2)
+# evenly spaced steps; notebook 03 evaluates RLOO every `rloo_eval_every` steps; notebook 06 tracks
+# every `track_every` DPO steps.
+_MULTIPLES = (("steps", "probe_every", ()), ("overopt_steps", "probe_every", ("overopt_checkpoints", 2)),
+              ("rloo_steps", "rloo_eval_every", ()), ("dpo_steps", "track_every", ()))
+
+
+def pick_config(configs: dict[str, dict], profile: str | None = None, scale: str | None = None) -> dict:
     """Return the config dict of the current profile from ``{"tiny": {...}, "full": {...}}``.
 
     The dicts stay visible in the notebook so a learner can turn the knobs;
     this helper only picks one and says clearly when a profile is missing.
+    At ``DPO_LAB_SCALE=smoke`` (or ``scale="smoke"``) the counts are cut (:func:`smoke_config`).
     """
     profile = profile or get_profile()
     if profile not in configs:
         raise KeyError(f"no config for profile {profile!r}; the notebook defines {sorted(configs)}")
-    return dict(configs[profile])
+    config = dict(configs[profile])
+    if (scale or get_scale()) == "smoke":
+        config = smoke_config(config)
+    return config
 
 
 def versions() -> dict[str, str]:

@@ -53,12 +53,33 @@ def load_model(name_or_path: str = "tiny", tokenizer=None, seed: int = 0, dtype=
     return model
 
 
+#: config fields that hold a dropout probability (GPT-2, BERT/DistilBERT, most others)
+DROPOUT_CONFIG_FIELDS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout", "dropout",
+                         "attention_dropout", "hidden_dropout_prob", "attention_probs_dropout_prob",
+                         "hidden_dropout", "activation_dropout", "seq_classif_dropout")
+
+
 def disable_dropout(model: torch.nn.Module) -> torch.nn.Module:
-    """Set every dropout probability to 0 (what TRL's ``disable_dropout=True`` does)."""
+    """Set every dropout probability to 0 (what TRL's ``disable_dropout=True`` does).
+
+    The config's dropout fields are zeroed too, so a model saved with ``save_pretrained``
+    and loaded back (the ``runs/`` cache) has no dropout either.
+    """
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
+    config = getattr(model, "config", None)
+    if config is not None:
+        for field in DROPOUT_CONFIG_FIELDS:
+            if isinstance(getattr(config, field, None), float):
+                setattr(config, field, 0.0)
     return model
+
+
+def load_trained(folder, tokenizer=None, device=None):
+    """A causal LM saved with ``save_pretrained`` (the ``runs/`` cache), dropout off, on ``device``."""
+    model = load_model(str(folder), tokenizer)
+    return model.to(device) if device is not None else model
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -43,9 +43,19 @@ def _plain(value):
 
 
 def save_results(name: str, results: dict) -> Path:
-    """Write ``results`` to ``results/<name>.json`` (name like ``"01_deriving_dpo"``)."""
+    """Write ``results`` to ``results/<name>.json`` (name like ``"01_deriving_dpo"``).
+
+    The claims the notebook has made so far (:func:`dpo_lab.claims.claim`) are stored with
+    them under ``"claims"``.
+    """
     if not name or "/" in name or name.endswith(".json"):
         raise ValueError(f"results name {name!r} should be a bare name like '01_deriving_dpo'")
+    from dpo_lab.claims import claims_records
+
+    recorded = claims_records()
+    if recorded and "claims" not in results:
+        # every claim() of the notebook so far: value, interval, threshold, margin, holds
+        results = {**results, "claims": recorded}
     folder = results_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"

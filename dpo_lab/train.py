@@ -36,8 +36,13 @@ AVERAGED_LOSSES = ("ipo", "simpo", "orpo")
 REFERENCE_FREE_LOSSES = ("simpo", "orpo")
 
 
-def _batches(n: int, batch_size: int, epochs: float, seed: int):
-    """Index batches over ``epochs`` passes of a seeded shuffle (a fractional last epoch is cut)."""
+def _batches(n: int, batch_size: int, epochs: float, seed: int, what: str = "training examples"):
+    """Index batches over ``epochs`` passes of a seeded shuffle (a fractional last epoch is cut).
+
+    No data is an error naming ``what`` was empty (an empty list would otherwise never yield a batch).
+    """
+    if n <= 0:
+        raise ValueError(f"nothing to train on: the {what} are empty (0 items)")
     generator = torch.Generator().manual_seed(seed)
     total_steps = max(1, math.ceil(n / batch_size * epochs))
     step = 0
@@ -72,6 +77,8 @@ def train_sft(model, tokenizer, prompts: list[str], completions: list[str], *, e
     ``precision``: see the module docstring (``None``: decided from the model's device).
     ``chunk_size``: of :func:`dpo_lab.logprobs.sequence_logprobs` (``None``: the plain path).
     """
+    if not prompts or not completions:
+        raise ValueError("nothing to train on: the SFT examples are empty (0 items)")
     device = next(model.parameters()).device
     precision = resolve_precision(precision, device)
     scaler = precision.grad_scaler()
@@ -79,7 +86,7 @@ def train_sft(model, tokenizer, prompts: list[str], completions: list[str], *, e
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     model.train()
     rows = []
-    batches = list(_batches(len(encoded), batch_size, epochs, seed))
+    batches = list(_batches(len(encoded), batch_size, epochs, seed, what="SFT examples"))
     for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress)):
         batch = _to(pad_batch([encoded[i] for i in idx], tokenizer.pad_token_id), device)
         with precision.autocast():
@@ -197,6 +204,8 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
     reference log-probs computed here use the same precision. ``chunk_size``: of
     :func:`dpo_lab.logprobs.sequence_logprobs` (``None``: the plain full-logits path).
     """
+    if not pairs:
+        raise ValueError("nothing to train on: the preference pairs are empty (0 items)")
     device = next(policy.parameters()).device
     precision = resolve_precision(precision, device)
     scaler = precision.grad_scaler()
@@ -216,7 +225,7 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
     policy.train()
     rows = []
-    batches = list(_batches(len(pairs), batch_size, epochs, seed))
+    batches = list(_batches(len(pairs), batch_size, epochs, seed, what="preference pairs"))
     for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress)):
         batch = _to(collate_pairs([chosen[i] for i in idx], [rejected[i] for i in idx],
                                   tokenizer.pad_token_id), device)

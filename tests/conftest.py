@@ -19,3 +19,8 @@ def tiny_model(tokenizer):
     from dpo_lab.models import tiny_gpt2
 
     return tiny_gpt2(tokenizer, seed=0, n_layer=2, n_embd=32, n_head=2).eval()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "full_smoke: a notebook executed in the full profile at smoke scale "
+                                       "against the stand-in Hub (tests/standin_hub.py)")

@@ -50,7 +50,8 @@ def test_imdb_layout_loader(tmp_path):
     folder.mkdir(parents=True)
     rows = [{"text": "Great film.<br /><br />Loved it.", "label": 1}, {"text": "Dull.", "label": 0}]
     datasets.Dataset.from_list(rows).to_parquet(str(folder / "train-00000-of-00001.parquet"))
-    assert sentiment.load_reviews(str(tmp_path / "imdb"), "train") == ["Great film.  Loved it.", "Dull."]
+    # a Hub split comes back in a seeded, label-balanced order (negative first, then positive)
+    assert sentiment.load_reviews(str(tmp_path / "imdb"), "train") == ["Dull.", "Great film.  Loved it."]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"review": "x"}\n')
     with pytest.raises(ValueError, match="expected a 'text' column"):

@@ -143,11 +143,18 @@ def sft_corpus(tasks: list[dict], per_task: int = 24, p_correct: float = 0.5, se
     else one of the task's bugs, uniformly. Rows carry ``task_id`` and ``kind`` ("correct" or the bug).
 
     A model fit to this corpus writes a correct program about ``p_correct`` of the time: the
-    imperfect SFT model that preference optimisation starts from.
+    imperfect SFT model that preference optimisation starts from. A task without bugs (MBPP)
+    gives its reference solution once: a pretrained code model is imperfect on its own.
     """
+    if not tasks:
+        raise ValueError("sft_corpus: the list of tasks is empty")
     rng = random.Random(seed)
     rows = []
     for task in tasks:
+        if not task.get("bugs"):
+            rows.append({"task_id": task["task_id"], "prompt": task["prompt"], "completion": task["reference"],
+                         "kind": "correct"})
+            continue
         for _ in range(per_task):
             if rng.random() < p_correct:
                 kind, completion = "correct", task["reference"]
@@ -156,6 +163,23 @@ def sft_corpus(tasks: list[dict], per_task: int = 24, p_correct: float = 0.5, se
                 kind, completion = bug["kind"], bug["completion"]
             rows.append({"task_id": task["task_id"], "prompt": task["prompt"], "completion": completion, "kind": kind})
     return rows
+
+
+# --- stop sequences: where a completion ends ------------------------------------------
+#: a completion ends where a new top-level statement starts (the HumanEval/Codex convention):
+#: another function, a class, a test or a print after the function is not part of it
+STOP_SEQUENCES = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\nassert ", '\n"""', "\n#")
+
+
+def cut_at_stop(text: str, stops=STOP_SEQUENCES) -> str:
+    """``text`` up to the first stop sequence (the whole text when none occurs).
+
+    A generated-task completion is a function body (indented lines), so no stop sequence
+    cuts it; an MBPP completion is a whole function and is cut before whatever follows it.
+    """
+    ends = [text.find(s, 1) for s in stops]
+    ends = [e for e in ends if e > 0]
+    return text[:min(ends)] if ends else text
 
 
 # --- judging: the sandbox is the only place generated code runs ----------------------
@@ -193,8 +217,10 @@ class PassRateReward:
     produced is kept in ``results`` so a notebook can check that all came from the sandbox.
     """
 
-    def __init__(self, tasks: list[dict], cache: dict | None = None, workers: int = 2, timeout: float = 2.0):
+    def __init__(self, tasks: list[dict], cache: dict | None = None, workers: int = 2, timeout: float = 2.0,
+                 stops=()):
         self.by_prompt = {t["prompt"]: t for t in tasks}
+        self.stops = tuple(stops)  # a completion is cut at these (:func:`cut_at_stop`) before it runs
         self.cache = {} if cache is None else cache
         self.workers, self.timeout = workers, timeout
         self.results: list = []
@@ -209,6 +235,8 @@ class PassRateReward:
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         tasks, completions = zip(*(self.split(t) for t in texts)) if texts else ((), ())
+        if self.stops:
+            completions = [cut_at_stop(c, self.stops) for c in completions]
         results = judge(list(tasks), list(completions), cache=self.cache, workers=self.workers, timeout=self.timeout)
         self.results += results
         return np.array([r.pass_rate for r in results])
@@ -235,10 +263,13 @@ def mean_pass_at_k(correct: np.ndarray, k: int) -> float:
 
 
 def execution_pairs(tasks: list[dict], completions: list[str], pass_rates: np.ndarray, max_per_task: int = 8,
-                    seed: int = 0) -> list[dict]:
+                    seed: int = 0, allow_empty: bool = False) -> list[dict]:
     """Preference pairs from execution: for each task, a program with a higher pass rate is
     chosen over one with a lower rate (a passing program over a failing one, or more tests
     over fewer); distinct texts only, at most ``max_per_task`` pairs a task, seeded.
+
+    No pair at all (a policy that passes nothing, or everything) is an error that says so,
+    unless ``allow_empty``: training on nothing would be no experiment.
     """
     rng = random.Random(seed)
     groups: dict[str, list[tuple[str, float]]] = {}
@@ -255,6 +286,12 @@ def execution_pairs(tasks: list[dict], completions: list[str], pass_rates: np.nd
         for (chosen, rc), (rejected, rr) in options[:max_per_task]:
             pairs.append({"prompt": by_id[tid]["prompt"], "chosen": chosen, "rejected": rejected,
                           "task_id": tid, "chosen_pass_rate": rc, "rejected_pass_rate": rr})
+    if not pairs and not allow_empty:
+        rates = np.asarray(pass_rates, dtype=float)
+        raise ValueError(f"no execution pairs: in {len(groups)} tasks no two distinct programs differ in pass rate "
+                         f"({len(rates)} samples, {int((rates == 1).sum())} pass all tests, "
+                         f"{int((rates == 0).sum())} pass none); sample more, at a higher temperature, or start "
+                         "from a stronger SFT model")
     return pairs
 
 
@@ -283,18 +320,29 @@ def mbpp_to_task(record: dict, where: str = "MBPP") -> dict:
 
 
 def load_mbpp(source: str = "google-research-datasets/mbpp", split: str = "test", config: str = "full",
-              limit: int | None = None) -> list[dict]:
-    """MBPP tasks from the Hub (``source`` a dataset id) or a local JSONL/Parquet file in its schema."""
+              limit: int | None = None, seed: int = 0) -> list[dict]:
+    """MBPP tasks from the Hub (``source`` a dataset id) or a local JSONL/Parquet file in its schema.
+
+    ``split`` may join splits (``"train+validation"``: the tasks notebook 04 builds pairs on;
+    ``"test"``: the ones it evaluates on). The split is shuffled with ``seed`` before ``limit``
+    takes a prefix; each task's ``split`` field says which side it is on.
+    """
     from datasets import load_dataset
 
     path = Path(source)
-    if path.exists():
+    if path.is_file():
         kind = "parquet" if path.suffix == ".parquet" else "json"
         dataset = load_dataset(kind, data_files=str(path), split="train")
+    elif path.is_dir():  # a local copy in the Hub's layout: <config>/<split>-*.parquet
+        dataset = load_dataset(str(path), data_dir=config, split=split)
     else:
         dataset = load_dataset(source, config, split=split)
+    dataset = dataset.shuffle(seed=seed)
     records = dataset.select(range(min(limit, len(dataset)))) if limit else dataset
-    return [mbpp_to_task(dict(r), where=f"{source}[{i}]") for i, r in enumerate(records)]
+    if len(records) == 0:
+        raise ValueError(f"no MBPP tasks: {source} [{split}] gave 0 rows (limit={limit})")
+    side = "heldout" if split == "test" else "train"
+    return [{**mbpp_to_task(dict(r), where=f"{source}[{i}]"), "split": side} for i, r in enumerate(records)]
 
 
 if __name__ == "__main__":

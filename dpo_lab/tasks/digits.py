@@ -91,13 +91,13 @@ def mnist_to_tensors(rows, source: str = "<dataset>") -> tuple[torch.Tensor, tor
     return to_model_range(x), torch.tensor(labels, dtype=torch.long)
 
 
-def load_mnist(source: str = MNIST_HUB_ID, split: str = "train", limit: int | None = None):
+def load_mnist(source: str = MNIST_HUB_ID, split: str = "train", limit: int | None = None, seed: int = 0):
     """MNIST as ``(images (N, 1, 28, 28) in [-1, 1], labels)``.
 
     ``source`` is a Hub dataset id (downloads; the ``full`` profile) or a local directory
     in the Hub layout, e.g. ``mnist/train-00000-of-00001.parquet`` written by
     ``Dataset.to_parquet`` or saved with ``save_to_disk``. Both go through
-    :func:`mnist_to_tensors`. ``limit`` keeps the first ``limit`` rows.
+    :func:`mnist_to_tensors`. The split is shuffled with ``seed``; ``limit`` then keeps its first rows.
     """
     import datasets
 
@@ -107,8 +107,11 @@ def load_mnist(source: str = MNIST_HUB_ID, split: str = "train", limit: int | No
         ds = ds[split] if isinstance(ds, datasets.DatasetDict) else ds
     else:
         ds = datasets.load_dataset(str(path) if path.is_dir() else source, split=split)
+    ds = ds.shuffle(seed=seed)  # then a limit takes a seeded sample, not the Hub's first rows
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
+    if len(ds) == 0:
+        raise ValueError(f"no images: {source} [{split}] gave 0 rows (limit={limit})")
     return mnist_to_tensors(ds, source=f"{source} [{split}]")
 
 

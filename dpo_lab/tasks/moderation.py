@@ -389,7 +389,28 @@ def load_messages(source: str = "generated", split: str = "train", limit: int | 
         cut1, cut2 = int(0.4 * len(order)), int(0.8 * len(order))
         idx = {"sft": order[:cut1], "prefs": order[cut1:cut2], "test": order[cut2:]}[split]
         records = [mapped[i] for i in idx]
-    return records[:limit] if limit is not None else records
+    records = records[:limit] if limit is not None else records
+    if not records:
+        raise ValueError(f"no messages: {source} split {split!r} is empty (limit={limit})")
+    return records
+
+
+def right_decisions_by_difficulty(outputs: dict[str, list[str]], records: list[dict]):
+    """Share of right flag/allow decisions per method, on easy and on hard cases.
+
+    Returns a DataFrame indexed by method with the columns ``easy`` and ``hard`` always
+    present: a source with no hard cases (SMS Spam marks none) gets NaN under ``hard``.
+    """
+    import pandas as pd
+
+    rows = [{"method": name, "hard": bool(r["hard"]), "right decision": parse_verdict(out).decision == r["label"]}
+            for name, outs in outputs.items() for out, r in zip(outs, records)]
+    if not rows:
+        raise ValueError("no outputs to score: every method's list of outputs is empty")
+    table = pd.DataFrame(rows).groupby(["method", "hard"])["right decision"].mean().unstack()
+    table = table.reindex(columns=[False, True])
+    table.columns = ["easy", "hard"]
+    return table
 
 
 # --- the non-generative reference point ------------------------------------------------------

@@ -172,12 +172,37 @@ class ClassifierSentiment:
 
 # --- loading reviews ----------------------------------------------------------------
 
-def load_reviews(source: str = "generated", split: str = "train", limit: int | None = None) -> list[str]:
+def balanced_order(labels, seed: int = 0) -> list[int]:
+    """Row indices in a seeded order whose every prefix is balanced across labels.
+
+    Each label's rows are shuffled with ``seed``, then the labels take turns (0, 1, 0, 1...),
+    so the first ``n`` rows hold ``n / n_labels`` of each while a label lasts; the rest follow.
+    """
+    rng = random.Random(seed)
+    by_label: dict = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    queues = []
+    for label in sorted(by_label):
+        rows = by_label[label]
+        rng.shuffle(rows)
+        queues.append(rows)
+    order = []
+    for turn in range(max((len(q) for q in queues), default=0)):
+        order += [q[turn] for q in queues if turn < len(q)]
+    return order
+
+
+def load_reviews(source: str = "generated", split: str = "train", limit: int | None = None,
+                 seed: int = 0) -> list[str]:
     """Review texts: ``"generated"`` (the shipped file), or IMDb in the Hub's schema.
 
     Any other ``source`` is read with ``datasets.load_dataset``: a Hub id such as
     ``"stanfordnlp/imdb"`` or a local folder/file in its layout (a ``text`` column).
-    IMDb's ``<br />`` line breaks are turned into spaces.
+    IMDb's ``<br />`` line breaks are turned into spaces. IMDb's splits are sorted by label
+    (all negative reviews first), so a Hub split is put in a seeded, label-balanced order
+    (:func:`balanced_order`; a seeded shuffle when it has no ``label`` column) before
+    ``limit`` takes a prefix.
     """
     if source == "generated":
         import json
@@ -198,7 +223,16 @@ def load_reviews(source: str = "generated", split: str = "train", limit: int | N
             ds = datasets.load_dataset(source, split=split)
         if "text" not in ds.column_names:
             raise ValueError(f"{source} [{split}] has columns {ds.column_names}; expected a 'text' column")
-        texts = [t.replace("<br />", " ") for t in ds["text"]]
+        if "label" in ds.column_names:
+            order = balanced_order(ds["label"], seed)
+        else:
+            order = list(range(len(ds)))
+            random.Random(seed).shuffle(order)
+        if limit is not None:
+            order = order[:limit]
+        texts = [t.replace("<br />", " ") for t in ds.select(order)["text"]]
+    if not texts:
+        raise ValueError(f"no reviews: {source} [{split}] gave 0 texts (limit={limit})")
     return texts[:limit] if limit is not None else texts
 
 
@@ -216,8 +250,12 @@ if __name__ == "__main__":
 
 # --- the pipeline of the paper: SFT -> sample and rank -> pairs (cached under runs/) ----
 
-def sft_model(cfg: dict, tokenizer, progress: bool = True):
+def sft_model(cfg: dict, tokenizer, progress: bool = True, device=None):
     """The SFT model of a config: trained on reviews, or loaded from ``runs/`` if cached.
+
+    The model is moved to ``device`` (the notebook's one device decision; by default
+    :func:`dpo_lab.env.get_device`) *before* it trains, and a cached model is loaded onto it,
+    so SFT runs where the model will be used. Dropout is off either way.
 
     ``cfg`` keys: ``model`` ("tiny" or a Hub id/folder), ``model_sizes`` (tiny only),
     ``reviews`` (a :func:`load_reviews` source), ``n_sft_reviews``, ``sft_epochs``, ``sft_lr``,
@@ -225,12 +263,12 @@ def sft_model(cfg: dict, tokenizer, progress: bool = True):
     just the BOS token), so the model can continue any opening.
     Returns ``(model, folder)``.
     """
-    from transformers import AutoModelForCausalLM
-
     from dpo_lab.cache import cached, file_digest
-    from dpo_lab.models import load_model
+    from dpo_lab.env import get_device
+    from dpo_lab.models import load_model, load_trained
     from dpo_lab.train import train_sft
 
+    device = torch_device(device if device is not None else get_device())
     keys = ["model", "model_sizes", "reviews", "n_sft_reviews", "sft_epochs", "sft_lr", "sft_batch_size",
             "max_length", "seed"]
     spec = {k: cfg.get(k) for k in keys}
@@ -240,8 +278,8 @@ def sft_model(cfg: dict, tokenizer, progress: bool = True):
                 tokenizer=file_digest(local) if local.exists() else tokenizer.name_or_path)
 
     def build(folder):
-        model = load_model(cfg["model"], tokenizer, seed=cfg["seed"], **(cfg.get("model_sizes") or {}))
-        reviews = load_reviews(cfg["reviews"], "train", cfg["n_sft_reviews"])
+        model = load_model(cfg["model"], tokenizer, seed=cfg["seed"], **(cfg.get("model_sizes") or {})).to(device)
+        reviews = load_reviews(cfg["reviews"], "train", cfg["n_sft_reviews"], seed=cfg["seed"])
         history = train_sft(model, tokenizer, [""] * len(reviews), reviews, epochs=cfg["sft_epochs"],
                             lr=cfg["sft_lr"], batch_size=cfg["sft_batch_size"], max_length=cfg["max_length"],
                             seed=cfg["seed"], progress=progress)
@@ -249,8 +287,15 @@ def sft_model(cfg: dict, tokenizer, progress: bool = True):
         history.to_csv(folder / "sft_history.csv", index=False)
         return model
 
-    model, folder, _ = cached("sentiment-sft", spec, build, AutoModelForCausalLM.from_pretrained)
+    model, folder, _ = cached("sentiment-sft", spec, build, lambda f: load_trained(f, tokenizer, device))
     return model.eval(), folder
+
+
+def torch_device(device):
+    """``device`` as a ``torch.device`` (a string such as ``"cuda"`` works too)."""
+    import torch
+
+    return torch.device(device)
 
 
 def preference_pairs(prompts: list[str], texts: list[str], rewards, n: int) -> tuple[list[dict], int]:
@@ -296,12 +341,15 @@ def sft_pairs(cfg: dict, model, tokenizer, gold, sft_folder: Path) -> tuple[list
         load_jsonl(path)  # validates every record
         return full, json.loads(report_path.read_text())
     start = time.perf_counter()
-    reviews = load_reviews(cfg["reviews"], "train", cfg["n_sft_reviews"])
+    reviews = load_reviews(cfg["reviews"], "train", cfg["n_sft_reviews"], seed=cfg["seed"])
     prompts = make_prompts(reviews[:cfg["n_train_prompts"]], seed=cfg["seed"])
     samples = sample(model, tokenizer, prompts, n=cfg["samples_per_prompt"], max_new_tokens=cfg["max_new_tokens"],
                      seed=cfg["seed"])
     rewards = gold([p + t for p, t in zip(samples.prompts, samples.texts)])
     pairs, skipped = preference_pairs(samples.prompts, samples.texts, rewards, cfg["samples_per_prompt"])
+    if not pairs:
+        raise ValueError(f"no preference pairs: all {len(prompts)} prompts' {cfg['samples_per_prompt']} samples "
+                         f"tied under the gold reward {getattr(gold, 'name', 'gold')!r} (or were empty)")
     report = {"prompts": len(prompts), "samples": len(samples.texts), "pairs": len(pairs),
               "skipped_ties": skipped, "seconds": round(time.perf_counter() - start, 1)}
     save_jsonl(pairs, path)
@@ -311,7 +359,7 @@ def sft_pairs(cfg: dict, model, tokenizer, gold, sft_folder: Path) -> tuple[list
 
 def eval_prompts(cfg: dict) -> list[str]:
     """Held-out prefixes: openings of reviews the SFT model never trained on."""
-    held_out = load_reviews(cfg["reviews"], "test")[:cfg["n_eval_prompts"]]
+    held_out = load_reviews(cfg["reviews"], "test", cfg["n_eval_prompts"], seed=cfg["seed"])
     return make_prompts(held_out, seed=cfg["seed"] + 1)
 
 

@@ -157,11 +157,13 @@ def load_documents(split: str, path: Path | str = DATA_PATH, limit: int | None =
     return records[:limit] if limit is not None else records
 
 
-def load_tldr(source: str = "trl-lib/tldr", split: str = "train", limit: int | None = None) -> list[dict]:
+def load_tldr(source: str = "trl-lib/tldr", split: str = "train", limit: int | None = None,
+              seed: int = 0) -> list[dict]:
     """Posts and reference summaries in ``trl-lib/tldr``'s schema (``prompt``, ``completion``).
 
     ``source`` is a Hub id (needs the network) or a local JSON/Parquet file or folder in
     that schema. Returns records with ``prompt`` and ``reference``, like :func:`load_documents`.
+    The split is shuffled with ``seed`` before ``limit`` takes a prefix.
     """
     import datasets
 
@@ -174,12 +176,15 @@ def load_tldr(source: str = "trl-lib/tldr", split: str = "train", limit: int | N
     missing = {"prompt", "completion"} - set(ds.column_names)
     if missing:
         raise ValueError(f"{source} [{split}] has columns {ds.column_names}; missing {sorted(missing)}")
+    ds = ds.shuffle(seed=seed)
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
+    if len(ds) == 0:
+        raise ValueError(f"no posts: {source} [{split}] gave 0 rows (limit={limit})")
     return [{"prompt": row["prompt"], "reference": row["completion"]} for row in ds]
 
 
-def load_split(source: str, split: str, limit: int | None = None) -> list[dict]:
+def load_split(source: str, split: str, limit: int | None = None, seed: int = 0) -> list[dict]:
     """Records with ``prompt`` and ``reference`` from either profile's source.
 
     ``source="generated"``: the shipped reviews (splits ``sft``, ``preference``, ``test``);
@@ -189,23 +194,28 @@ def load_split(source: str, split: str, limit: int | None = None) -> list[dict]:
     if source == "generated":
         return load_documents(split, limit=limit)
     hub_split = {"sft": "train", "preference": "train", "test": "validation"}.get(split, split)
-    return load_tldr(source, hub_split, limit)
+    return load_tldr(source, hub_split, limit, seed=seed)
 
 
-def sft_model(cfg: dict, tokenizer, progress: bool = True):
+def sft_model(cfg: dict, tokenizer, progress: bool = True, device=None):
     """The SFT model of a config: trained on reference summaries, or loaded from ``runs/``.
+
+    It trains on ``device`` (by default :func:`dpo_lab.env.get_device`), the device it will
+    be used on, and a cached model is loaded onto it; dropout is off either way.
 
     ``cfg`` keys: ``model`` ("tiny" or a Hub id/folder), ``model_sizes`` (tiny only),
     ``documents`` (a :func:`load_split` source), ``n_sft_docs``, ``sft_epochs``, ``sft_lr``,
     ``sft_batch_size``, ``max_length``, ``seed``. Returns ``(model, folder, history)``;
     ``history`` is ``None`` when the model came from the cache.
     """
-    from transformers import AutoModelForCausalLM
+    import torch
 
     from dpo_lab.cache import cached, file_digest
-    from dpo_lab.models import load_model
+    from dpo_lab.env import get_device
+    from dpo_lab.models import load_model, load_trained
     from dpo_lab.train import train_sft
 
+    device = torch.device(device if device is not None else get_device())
     keys = ["model", "model_sizes", "documents", "n_sft_docs", "sft_epochs", "sft_lr", "sft_batch_size",
             "max_length", "seed"]
     spec = {k: cfg.get(k) for k in keys}
@@ -214,8 +224,8 @@ def sft_model(cfg: dict, tokenizer, progress: bool = True):
                 tokenizer=file_digest(local) if local.exists() else tokenizer.name_or_path)
 
     def build(folder):
-        model = load_model(cfg["model"], tokenizer, seed=cfg["seed"], **(cfg.get("model_sizes") or {}))
-        docs = load_split(cfg["documents"], "sft", cfg["n_sft_docs"])
+        model = load_model(cfg["model"], tokenizer, seed=cfg["seed"], **(cfg.get("model_sizes") or {})).to(device)
+        docs = load_split(cfg["documents"], "sft", cfg["n_sft_docs"], seed=cfg["seed"])
         history = train_sft(model, tokenizer, [d["prompt"] for d in docs], [d["reference"] for d in docs],
                             epochs=cfg["sft_epochs"], lr=cfg["sft_lr"], batch_size=cfg["sft_batch_size"],
                             max_length=cfg["max_length"], seed=cfg["seed"], progress=progress)
@@ -223,7 +233,7 @@ def sft_model(cfg: dict, tokenizer, progress: bool = True):
         history.to_csv(folder / "sft_history.csv", index=False)
         return model, history
 
-    load = lambda folder: (AutoModelForCausalLM.from_pretrained(folder), None)
+    load = lambda folder: (load_trained(folder, tokenizer, device), None)
     (model, history), folder, _ = cached("summarization-sft", spec, build, load)
     return model.eval(), folder, history
 
