@@ -11,6 +11,7 @@ import functools
 import re
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -24,7 +25,8 @@ from dpo_lab.extras import COURSE, MissingExtra, require
 # import names whose distribution is named otherwise (packages_distributions() covers installed ones)
 DIST_OF = {"sklearn": "scikit-learn", "PIL": "pillow", "IPython": "ipython", "yaml": "pyyaml"}
 CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name
-LOCAL = {"dpo_lab", "installs", "conftest"}  # first-party: the package and the tests' helpers
+# first-party: the package and the tests' own helper modules (tests/*.py, imported by name)
+LOCAL = {"dpo_lab"} | {p.stem for p in (Path(__file__).resolve().parent).glob("*.py")}
 
 
 def imports(source: str) -> list[tuple[str, bool]]:

@@ -46,7 +46,7 @@ MASK = mask(os.path.dirname(dpo_lab.__file__))
 MODULES = sorted(m.name for m in pkgutil.walk_packages(dpo_lab.__path__, "dpo_lab."))
 # Rewritten on other branches, which guard their POSIX-only imports: remove an entry when its branch lands
 # (the test fails while an entry is stale, so the list cannot outlive the problem).
-PENDING = {"dpo_lab.bench": "imports resource at module level (guarded by the bench rewrite)"}
+PENDING = {}
 
 IMPORT_ALL = """
 import importlib, json, traceback
