@@ -44,6 +44,9 @@ def file_digest(*paths: Path) -> str:
 
 
 def runs_dir() -> Path:
+    """``$DPO_LAB_RUNS`` if set (the tests' smoke runs use their own), else ``<repo>/runs``, else ``./runs``."""
+    if os.environ.get("DPO_LAB_RUNS"):
+        return Path(os.environ["DPO_LAB_RUNS"])
     root = repo_root()
     return (root if root is not None else Path.cwd()) / "runs"
 
