@@ -18,12 +18,12 @@ CLAIMS_PER_NOTEBOOK = {
     "00_environment_check": 1,
     "01_deriving_dpo": 30,
     "02_dpo_gpt2_sentiment": 8,
-    "03_reward_model_baseline": 31,
+    "03_reward_model_baseline": 27,
     "04_code_dpo": 14,
     "05_summarization_dpo": 23,
     "06_diffusion_dpo": 28,
     "07_efficiency_lora": 7,
-    "08_variants_and_failure_modes": 44,
+    "08_variants_and_failure_modes": 48,
     "09_content_moderation": 8,
 }
 
