@@ -20,7 +20,7 @@ CLAIMS_PER_NOTEBOOK = {
     "02_dpo_gpt2_sentiment": 8,
     "03_reward_model_baseline": 27,
     "04_code_dpo": 14,
-    "05_summarization_dpo": 23,
+    "05_summarization_dpo": 25,
     "06_diffusion_dpo": 28,
     "07_efficiency_lora": 7,
     "08_variants_and_failure_modes": 48,
