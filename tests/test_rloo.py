@@ -123,11 +123,14 @@ def test_measure_nested_blocks_keep_their_peaks():
         block = np.ones(96 * 2**20 // 8)  # 96 MiB, freed before the inner block starts
         del block
         with measure("inner") as inner:
-            small = np.ones(32 * 2**20 // 8)
+            # 40 MiB: above glibc's largest mmap threshold (32 MiB), so the block is always fresh pages
+            # from the kernel; at 32 MiB it could reuse heap memory freed by an earlier test, which the
+            # peak-RSS counter rightly does not see as a rise
+            small = np.ones(40 * 2**20 // 8)
             del small
     if outer["memory_kind"] != "cpu rss rise":
         pytest.skip(f"no kernel peak-RSS counter here ({outer['memory_kind']})")
-    assert 30 < inner["peak_mem_mb"] < 48
+    assert 38 < inner["peak_mem_mb"] < 56
     assert 94 < outer["peak_mem_mb"] < 112
 
 

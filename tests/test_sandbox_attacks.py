@@ -309,11 +309,28 @@ def _set_subreaper() -> bool:
         return False
 
 
-def _survivors(session: int) -> list[str]:
-    """Processes in the child's session, or orphans re-parented to us; they are killed."""
+def _our_children() -> set[str]:
+    """Pids whose parent is this process (e.g. a multiprocessing helper an earlier test started)."""
+    out = set()
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                if name.isdigit() and int(f.read().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                    out.add(name)
+        except OSError:
+            continue
+    return out
+
+
+def _survivors(session: int, known: set[str] = frozenset()) -> list[str]:
+    """Processes in the child's session, or orphans re-parented to us; they are killed.
+
+    ``known``: our children from before the run (pytest runs other test files in this process
+    first, and their multiprocessing helpers are ours, not the attack's).
+    """
     found = []
     for name in os.listdir("/proc"):
-        if not name.isdigit():
+        if not name.isdigit() or name in known:
             continue
         try:
             with open(f"/proc/{name}/stat") as f:
@@ -410,7 +427,7 @@ class Arena:
     def check(self, source: str, **kwargs) -> list[str]:
         """Run one attack; return the problems found (empty: contained)."""
         problems = []
-        before = _snapshot(self.watched)
+        before, children_before = _snapshot(self.watched), _our_children()
         tests = [f"assert secret_fn() == {SECRET_VALUE}", "assert True"]
         start, waited = time.monotonic(), _schedstat_wait()
         try:
@@ -426,7 +443,7 @@ class Arena:
         changed = [p for p in set(before) | set(after) if before.get(p) != after.get(p)]
         if changed:
             problems.append(f"changed outside the sandbox: {sorted(changed)}")
-        survivors = _survivors(result.pid)
+        survivors = _survivors(result.pid, children_before)
         if survivors:
             problems.append(f"processes survived: {survivors}")
         if self._parent_state() != self.parent_state:
