@@ -12,6 +12,9 @@ import time
 
 import pytest
 
+# the hostile-program suite's helper (tests/ is on sys.path: pytest's default import mode puts it there)
+from test_sandbox_attacks import schedstat_wait
+
 from dpo_lab import sandbox
 from dpo_lab.sandbox import SandboxResult, describe_isolation, measure_throughput, run_many, run_tests
 
@@ -27,15 +30,6 @@ ADD_TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add('a',
 MARGIN = 1.5  # seconds past the timeout that a run may take (kill, reap, delete the temp dir)
 
 
-def cpu_waited() -> float:
-    """Seconds this thread has been runnable but waiting for a CPU (the kernel's schedstat)."""
-    try:
-        with open("/proc/thread-self/schedstat") as f:
-            return int(f.read().split()[1]) / 1e9
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
 def children_cpu() -> float:
     import resource
 
@@ -47,9 +41,9 @@ def judged(program, tests=("assert True",), timeout=2.0, **kwargs) -> SandboxRes
     """run_tests, checking that it returned in time: the wall clock minus the time this thread
     waited for a CPU on a busy machine (kernel schedstat) stays within timeout + MARGIN, and the
     child used no more CPU than its wall-clock budget (kernel rusage)."""
-    start, waited, cpu = time.monotonic(), cpu_waited(), children_cpu()
+    start, waited, cpu = time.monotonic(), schedstat_wait(), children_cpu()
     result = run_tests(program, list(tests), timeout=timeout, **kwargs)
-    elapsed = time.monotonic() - start - (cpu_waited() - waited)
+    elapsed = time.monotonic() - start - (schedstat_wait() - waited)
     assert elapsed < timeout + MARGIN, elapsed
     assert children_cpu() - cpu < timeout + 0.5  # the child did not run past its deadline
     assert result.pid != os.getpid()  # it ran in a child, not here

@@ -291,7 +291,7 @@ def _snapshot(paths):
     return state
 
 
-def _schedstat_wait() -> float:
+def schedstat_wait() -> float:
     """Seconds this thread has spent runnable but waiting for a CPU (kernel schedstat); 0 if unknown."""
     try:
         with open("/proc/thread-self/schedstat") as f:
@@ -429,14 +429,14 @@ class Arena:
         problems = []
         before, children_before = _snapshot(self.watched), _our_children()
         tests = [f"assert secret_fn() == {SECRET_VALUE}", "assert True"]
-        start, waited = time.monotonic(), _schedstat_wait()
+        start, waited = time.monotonic(), schedstat_wait()
         try:
             result = run_tests(self.program(source), tests, timeout=TIMEOUT, **kwargs)
         except SandboxUnavailable:
             raise
         except BaseException as exc:  # noqa: BLE001 - run_tests must never raise because of a program
             return [f"run_tests raised {type(exc).__name__}: {exc}"]
-        elapsed = time.monotonic() - start - (_schedstat_wait() - waited)
+        elapsed = time.monotonic() - start - (schedstat_wait() - waited)
         if elapsed > TIMEOUT + MARGIN:
             problems.append(f"returned after {elapsed:.2f} s (not counting waits for a CPU)")
         after = _snapshot(self.watched)
