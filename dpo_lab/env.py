@@ -99,7 +99,10 @@ def get_scale() -> str:
 # learning rates, betas and precision are never touched.
 _COUNT_EXACT = {"steps", "epochs", "batch_size", "checkpoints", "data_limit", "eval_samples",
                 "samples_per_prompt", "seeds_per_size", "heldout_pairs", "frontier_betas", "probe_pairs",
-                "rerank_n", "bon_n", "k", "rloo_k"}
+                "rerank_n", "bon_n", "k", "rloo_k",
+                # notebook 06's diffusion steps: a count of denoising steps (the schedule is rebuilt from
+                # it); at T = 200 every sample is 200 UNet passes, minutes on a CPU even at smoke scale
+                "T"}
 _COUNT_PREFIXES = ("n_",)
 _COUNT_SUFFIXES = ("_steps", "_epochs", "_batch_size", "_batch", "_samples", "_per_task", "_per_class",
                    "_per_step", "_every", "_checkpoints", "_pairs")
@@ -137,7 +140,7 @@ def smoke_value(key: str, value):
         return value
     if isinstance(value, int):
         floor = SMOKE_MIN
-        if key == "steps" or key.endswith("_steps"):
+        if key in ("steps", "T") or key.endswith("_steps"):
             floor = SMOKE_MIN_STEPS
         elif key.endswith("samples") or key == "samples_per_prompt":
             floor = SMOKE_MIN_SAMPLES

@@ -83,6 +83,16 @@ def test_make_model_and_seq_len_pairs(tokenizer):
     assert all(36 <= n <= 42 for n in lengths), lengths
 
 
+def test_gpt2_body_is_gpt2_small(tokenizer):
+    """The size notebook 07 benchmarks on a GPU (on a CPU it uses the tiny body): checked without allocating it."""
+    from dpo_lab.bench import make_model
+
+    with torch.device("meta"):
+        model = make_model("gpt2", tokenizer)
+    assert sum(p.numel() for p in model.parameters()) == 124_439_808  # GPT-2 small, tied embeddings
+    assert model.config.vocab_size == 50257 and model.config.n_layer == 12
+
+
 def test_dpo_lab_steps_chunked_and_plain_take_the_same_steps(tokenizer):
     """The two log-prob paths train the same: equal losses after two steps, so the benchmark compares speed and
     memory of one computation."""

@@ -222,7 +222,7 @@ def test_pick_config_at_smoke_scale_cuts_only_counts(monkeypatch):
                 sft_lr=5e-5, betas=[0.05, 0.1], amp=True, model_sizes=None, n_sft_reviews=10000, sft_batch_size=16,
                 sft_epochs=1, samples_per_prompt=4, eval_samples=20, k=10, steps=64, probe_every=16,
                 overopt_steps=192, overopt_checkpoints=4, data_sizes=[100, 1000, 10000], bon_ns=[1, 2, 4, 8],
-                n_layer=12, denoiser={"kind": "unet", "base": 32}, stop_sequences=["\ndef "])
+                n_layer=12, denoiser={"kind": "unet", "base": 32}, stop_sequences=["\ndef "], T=200)
     configs = {"tiny": {"model": "tiny"}, "full": full}
     monkeypatch.setenv("DPO_LAB_SCALE", "smoke")
     assert get_scale() == "smoke"
@@ -236,6 +236,7 @@ def test_pick_config_at_smoke_scale_cuts_only_counts(monkeypatch):
     # notebook 08 splits overopt_steps into overopt_checkpoints (and 2) evaluations, each on a probe step
     assert cut["overopt_steps"] % (cut["probe_every"] * math.lcm(cut["overopt_checkpoints"], 2)) == 0
     assert cut["data_sizes"] == [1000, 10000] and cut["bon_ns"] == [1, 2]
+    assert cut["T"] == 4  # notebook 06's diffusion steps, a step count: floored at SMOKE_MIN_STEPS
     assert pick_config(configs, "tiny") == {"model": "tiny"}
     monkeypatch.delenv("DPO_LAB_SCALE")
     assert pick_config(configs, "full") == full  # normal scale: the config as written

@@ -51,16 +51,8 @@ def run_full_smoke(path: Path, hub: Path, workdir: Path, timeout: int = 900) -> 
     return time.perf_counter() - start
 
 
-# Notebook 06's full profile (a UNet on MNIST, T = 200) is too slow on a CPU even at smoke scale:
-# its DPO cell passed the 400 s cell limit here. Skipped with that reason until a smoke cut of it
-# fits; the stand-in MNIST and digits.load_mnist are still checked by the resolve test below.
-SLOW_ON_CPU = {"06": "the UNet at T=200 exceeds the CI cell limit on a CPU even at smoke scale"}
-
-
 @pytest.mark.full_smoke
-@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.skip(reason=SLOW_ON_CPU[p.stem[:2]]))
-                                  if p.stem[:2] in SLOW_ON_CPU else p for p in NOTEBOOKS],
-                         ids=[p.stem[:2] for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem[:2] for p in NOTEBOOKS])
 def test_notebook_runs_in_the_full_profile_at_smoke_scale(path, standin_hub, tmp_path):
     seconds = run_full_smoke(path, standin_hub, tmp_path)
     print(f"{path.name}: {seconds:.0f} s in the full profile at smoke scale")
