@@ -23,9 +23,15 @@ A loop uses it as::
 
     precision = resolve_precision(precision, device)   # None: the rule above
     scaler = precision.grad_scaler()
-    with precision.autocast():
-        loss = ...
-    grad_norm = backward_and_step(loss, optimizer, params, grad_clip, scaler)
+    optimizer.zero_grad(set_to_none=True)
+    for micro in micro_batches:                          # gradient accumulation (one piece by default)
+        with precision.autocast():
+            loss = ...                                   # this micro-batch's term of the batch's loss
+        scaled_backward(loss, scaler)                    # adds into .grad
+    grad_norm = clip_and_step(optimizer, params, grad_clip, scaler)   # once a batch
+
+(:func:`dpo_lab.train.micro_batches` says why the accumulated gradient is the whole batch's.)
+:func:`backward_and_step` is the same for a batch in one piece.
 """
 
 from __future__ import annotations
@@ -101,16 +107,25 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def backward_and_step(loss: torch.Tensor, optimizer, parameters, grad_clip: float | None,
-                      scaler: torch.amp.GradScaler) -> torch.Tensor:
-    """zero_grad, (scaled) backward, unscale, clip the gradient norm, step, update the scale.
+def scaled_backward(loss: torch.Tensor, scaler: torch.amp.GradScaler) -> None:
+    """Backward of ``loss`` times the scaler's factor (fp16; a pass-through otherwise).
+
+    The gradients *add* into ``.grad``, so calling it on each micro-batch's term of a batch's loss
+    accumulates the batch's gradient (still scaled, by one factor: the scale only changes in
+    :func:`clip_and_step`).
+    """
+    scaler.scale(loss).backward()
+
+
+def clip_and_step(optimizer, parameters, grad_clip: float | None, scaler: torch.amp.GradScaler) -> torch.Tensor:
+    """Unscale the accumulated gradients, clip their norm, step, update the scale: once a batch.
 
     Returns the gradient norm before clipping (of the *unscaled* gradients). With fp16 a
     step whose gradients overflowed is skipped by the scaler (the norm is then inf or nan).
+    Unscaling must happen once, after the last micro-batch's backward: ``GradScaler`` allows
+    one ``unscale_`` an optimiser step.
     """
     parameters = [p for p in parameters if p.requires_grad]
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
     scaler.unscale_(optimizer)
     if grad_clip:
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
@@ -119,3 +134,14 @@ def backward_and_step(loss: torch.Tensor, optimizer, parameters, grad_clip: floa
     scaler.step(optimizer)
     scaler.update()
     return grad_norm
+
+
+def backward_and_step(loss: torch.Tensor, optimizer, parameters, grad_clip: float | None,
+                      scaler: torch.amp.GradScaler) -> torch.Tensor:
+    """One optimiser step on one loss: zero_grad, :func:`scaled_backward`, :func:`clip_and_step`.
+
+    Returns the gradient norm before clipping (of the *unscaled* gradients), as :func:`clip_and_step`.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    scaled_backward(loss, scaler)
+    return clip_and_step(optimizer, parameters, grad_clip, scaler)

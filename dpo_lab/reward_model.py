@@ -121,7 +121,8 @@ def _pair_texts(pairs: list[dict]) -> tuple[list[str], list[str]]:
 def train_reward_model(rm: RewardModel, tokenizer, pairs: list[dict], *, epochs: float = 1.0, batch_size: int = 32,
                        lr: float = 1e-4, weight_decay: float = 0.0, center_coef: float = 0.0,
                        max_length: int | None = None, grad_clip: float = 1.0, seed: int = 0,
-                       progress: bool = True, desc: str = "reward model", precision=None) -> pd.DataFrame:
+                       progress: bool = True, desc: str = "reward model", precision=None,
+                       micro_batch_size: int | None = None) -> pd.DataFrame:
     """Fit ``rm`` to preference pairs by minimising the mean Bradley-Terry loss.
 
     ``pairs`` are ``prompt``/``chosen``/``rejected`` records; the model scores the whole
@@ -130,10 +131,13 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: list[dict], *, epochs:
     ``precision`` (``"bf16"``, ``"fp16"``, ``"fp32"``; ``None``: decided from the model's device,
     see :mod:`dpo_lab.precision`): the forward pass runs under autocast, fp16 with loss scaling;
     the head reads a float32 hidden state, so the rewards are float32.
+    ``micro_batch_size``: pairs a forward/backward pass (gradient accumulation, see
+    :func:`dpo_lab.train.micro_batches`); ``None``: the whole batch at once.
     """
-    from dpo_lab.precision import backward_and_step, resolve_precision
-    from dpo_lab.train import _batches, _check_finite
+    from dpo_lab.precision import clip_and_step, resolve_precision, scaled_backward
+    from dpo_lab.train import _batches, _check_finite, accumulate, check_micro_batch_size, micro_batches
 
+    check_micro_batch_size(micro_batch_size)
     device = next(rm.parameters()).device
     precision = resolve_precision(precision, device)
     scaler = precision.grad_scaler()
@@ -147,17 +151,25 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: list[dict], *, epochs:
     rows = []
     batches = list(_batches(len(pairs), batch_size, epochs, seed))
     for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress)):
-        # one forward pass for chosen and rejected rows together, as DPO does
-        batch = _pad([chosen[i] for i in idx] + [rejected[i] for i in idx], tokenizer.pad_token_id)
-        with precision.autocast():
-            rewards = rm(**{k: v.to(device) for k, v in batch.items()}).float()
-        r_c, r_r = rewards.chunk(2)
-        loss = bradley_terry_loss(r_c, r_r, center_coef).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss = means = None
+        for micro, share in micro_batches(idx, micro_batch_size):
+            # one forward pass for chosen and rejected rows together, as DPO does
+            batch = _pad([chosen[i] for i in micro] + [rejected[i] for i in micro], tokenizer.pad_token_id)
+            with precision.autocast():
+                rewards = rm(**{k: v.to(device) for k, v in batch.items()}).float()
+            r_c, r_r = rewards.chunk(2)
+            # a mean over the micro-batch's pairs (the centring term too): times its share, its term
+            micro_loss = share * bradley_terry_loss(r_c, r_r, center_coef).mean()
+            scaled_backward(micro_loss, scaler)
+            loss = accumulate(loss, micro_loss.detach())
+            means = accumulate(means, share * torch.stack([(r_c > r_r).float().mean(), (r_c - r_r).mean(),
+                                                           rewards.mean()]).detach())
         _check_finite(loss, step, desc)
-        grad_norm = backward_and_step(loss, optimizer, rm.parameters(), grad_clip, scaler)
-        rows.append({"step": step, "loss": loss.item(), "accuracy": (r_c > r_r).float().mean().item(),
-                     "margin": (r_c - r_r).mean().item(), "reward_mean": rewards.mean().item(),
-                     "grad_norm": grad_norm.item()})
+        grad_norm = clip_and_step(optimizer, rm.parameters(), grad_clip, scaler)
+        accuracy, margin, reward_mean = means.tolist()
+        rows.append({"step": step, "loss": loss.item(), "accuracy": accuracy, "margin": margin,
+                     "reward_mean": reward_mean, "grad_norm": grad_norm.item()})
     rm.eval()
     return pd.DataFrame(rows)
 

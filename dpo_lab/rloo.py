@@ -44,7 +44,8 @@ from tqdm.auto import tqdm
 from dpo_lab.collate import pad_batch
 from dpo_lab.evaluate import sample, score_samples
 from dpo_lab.logprobs import DEFAULT_CHUNK_SIZE, sequence_logprobs
-from dpo_lab.precision import backward_and_step, resolve_precision
+from dpo_lab.precision import clip_and_step, resolve_precision, scaled_backward
+from dpo_lab.train import accumulate, check_micro_batch_size, micro_batches
 
 
 def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -82,11 +83,21 @@ def _prompt_batches(n: int, per_step: int, steps: int, seed: int):
         order = order[per_step:]
 
 
+def _sample_logprobs(policy, samples, rows: list[int], pad_token_id: int, temperature: float,
+                     chunk_size: int | None) -> torch.Tensor:
+    """log pi_T(completion | prompt) of the samples ``rows``, with gradient (the caller sets autocast)."""
+    batch = pad_batch([(samples.prompt_ids[i], samples.completion_ids[i]) for i in rows], pad_token_id)
+    device = next(policy.parameters()).device
+    return sequence_logprobs(policy, **{key: v.to(device) for key, v in batch.items()}, temperature=temperature,
+                             chunk_size=chunk_size)
+
+
 def train_rloo(policy, ref_model, tokenizer, prompts: list[str], reward_fn, *, kl_coef: float = 0.05, k: int = 4,
                steps: int = 50, prompts_per_step: int = 32, lr: float = 1e-4, max_new_tokens: int = 32,
                temperature: float = 1.0, grad_clip: float = 1.0, seed: int = 0, monitor_fn=None,
                eval_every: int | None = None, on_eval=None, progress: bool = True, desc: str = "RLOO",
-               precision=None, chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> pd.DataFrame:
+               precision=None, chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+               micro_batch_size: int | None = None) -> pd.DataFrame:
     """Train ``policy`` with RLOO against ``reward_fn`` and a KL penalty to the frozen ``ref_model``.
 
     Each step samples ``k`` completions for each of ``prompts_per_step`` prompts from the
@@ -106,7 +117,16 @@ def train_rloo(policy, ref_model, tokenizer, prompts: list[str], reward_fn, *, k
     the policy's and the reference's forward passes run under its autocast, the step through
     its gradient scaler. ``chunk_size``: of :func:`dpo_lab.logprobs.sequence_logprobs` (``None``:
     the plain full-logits path).
+
+    ``micro_batch_size``: sampled completions a forward/backward pass (a step has
+    ``prompts_per_step * k`` of them; gradient accumulation, see :func:`dpo_lab.train.micro_batches`;
+    ``None``: all at once). The KL penalty and the leave-one-out baseline are computed over the
+    whole step first (the baseline needs all k samples of a prompt), from log-probs of a forward
+    pass without gradient; then the policy's log-probs are recomputed, with gradient, a micro-batch
+    at a time for the backward. Reference log-probs are computed a micro-batch at a time too;
+    sampling is not split (its batch is the whole step).
     """
+    check_micro_batch_size(micro_batch_size)
     if k < 2:
         raise ValueError(f"RLOO needs k >= 2 samples a prompt for its leave-one-out baseline, got k={k}")
     if not prompts:
@@ -128,26 +148,43 @@ def train_rloo(policy, ref_model, tokenizer, prompts: list[str], reward_fn, *, k
         n_samples += len(samples.texts)
         texts = [p + t for p, t in zip(samples.prompts, samples.texts)]
         scores = torch.as_tensor(np.asarray(reward_fn(texts), dtype=np.float32))
-        # 2. log-probs of the sampled ids: the reference's (constants) and the policy's (with gradient)
+        # 2. log-probs of the sampled ids: the reference's (constants) and the policy's
         #    under pi_T, the distribution the samples were drawn from
+        micros = list(micro_batches(list(range(len(texts))), micro_batch_size))
         with precision.autocast():
-            ref_logps = score_samples(ref_model, samples, tokenizer.pad_token_id, batch_size=len(texts),
-                                      temperature=temperature, chunk_size=chunk_size).to(device)
+            ref_logps = score_samples(ref_model, samples, tokenizer.pad_token_id,
+                                      batch_size=micro_batch_size or len(texts), temperature=temperature,
+                                      chunk_size=chunk_size).to(device)
             policy.train()
-            batch = pad_batch(list(zip(samples.prompt_ids, samples.completion_ids)), tokenizer.pad_token_id)
-            policy_logps = sequence_logprobs(policy, **{key: v.to(device) for key, v in batch.items()},
-                                             temperature=temperature, chunk_size=chunk_size)
-        # 3. KL-penalised rewards, leave-one-out advantages, the REINFORCE step
-        rewards = kl_penalized_rewards(scores.to(device), policy_logps, ref_logps, kl_coef)
+            if len(micros) == 1:  # one pass: its forward, with gradient, also gives the KL penalty's log-probs
+                policy_logps = _sample_logprobs(policy, samples, micros[0][0], tokenizer.pad_token_id,
+                                                temperature, chunk_size)
+                sampled_logps = policy_logps.detach()
+            else:  # the penalty and the baseline need every sample's log-prob before any backward
+                sampled_logps = score_samples(policy, samples, tokenizer.pad_token_id, batch_size=micro_batch_size,
+                                              temperature=temperature, chunk_size=chunk_size).to(device)
+        # 3. KL-penalised rewards and leave-one-out advantages, over each prompt's k samples
+        rewards = kl_penalized_rewards(scores.to(device), sampled_logps, ref_logps, kl_coef)
         advantages = rloo_advantages(rewards.view(len(idx), k)).view(-1)
-        loss = rloo_loss(policy_logps, advantages)
+        # 4. the REINFORCE step, its backward a micro-batch at a time (the loss is a mean over samples)
+        optimizer.zero_grad(set_to_none=True)
+        loss = None
+        for micro, share in micros:
+            if len(micros) > 1:
+                with precision.autocast():
+                    policy_logps = _sample_logprobs(policy, samples, micro, tokenizer.pad_token_id,
+                                                    temperature, chunk_size)
+            micro_loss = share * rloo_loss(policy_logps, advantages[micro])  # its term of the step's loss
+            scaled_backward(micro_loss, scaler)
+            loss = accumulate(loss, micro_loss.detach())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{desc}: the loss became {loss.item()} at step {step}; lower the learning rate")
-        grad_norm = backward_and_step(loss, optimizer, policy.parameters(), grad_clip, scaler)
-        kl = (policy_logps.detach() - ref_logps).mean().item()
+        grad_norm = clip_and_step(optimizer, policy.parameters(), grad_clip, scaler)
+        kl = (sampled_logps - ref_logps).mean().item()
+        length = torch.tensor([len(c) for c in samples.completion_ids]).float().mean().item()
         row = {"step": step + 1, "loss": loss.item(), "reward/proxy": scores.mean().item(),
-               "reward/total": rewards.mean().item(), "kl": kl, "length": batch["completion_mask"].sum(-1).float()
-               .mean().item(), "grad_norm": grad_norm.item(), "samples": n_samples}
+               "reward/total": rewards.mean().item(), "kl": kl, "length": length,
+               "grad_norm": grad_norm.item(), "samples": n_samples}
         if monitor_fn is not None:
             row["reward/gold"] = float(np.mean(monitor_fn(texts)))
         last = step == len(batches) - 1

@@ -16,11 +16,17 @@ fp16 with loss scaling on a T4, fp32 on a CPU), runs its forward pass under auto
 steps through a gradient scaler (a pass-through except for fp16).
 Log-probs are computed chunk by chunk (:mod:`dpo_lab.logprobs`), never as
 full-vocabulary float32 logits of the whole batch.
+
+Memory: every loop takes ``micro_batch_size`` (``None``, the default: the batch in one piece).
+An optimiser step still sees ``batch_size`` examples, but they go through the model a
+micro-batch at a time and their gradients add up (gradient accumulation, see
+:func:`micro_batches`), so only one micro-batch's activations are held at once.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import pandas as pd
 import torch
@@ -29,7 +35,7 @@ from tqdm.auto import tqdm
 from dpo_lab.collate import collate_pairs, encode_examples, encode_pairs, pad_batch
 from dpo_lab.logprobs import DEFAULT_CHUNK_SIZE, sequence_logprobs
 from dpo_lab.losses import LOSS_TYPES, dpo_loss, nll_loss, orpo_loss, simpo_loss
-from dpo_lab.precision import backward_and_step, resolve_precision
+from dpo_lab.precision import clip_and_step, resolve_precision, scaled_backward
 
 # losses that score a completion by its per-token mean log-prob, and those with no reference in them
 AVERAGED_LOSSES = ("ipo", "simpo", "orpo")
@@ -55,6 +61,50 @@ def _batches(n: int, batch_size: int, epochs: float, seed: int, what: str = "tra
             step += 1
 
 
+def check_micro_batch_size(micro_batch_size) -> int | None:
+    """``micro_batch_size`` if it is ``None`` or a positive int; otherwise a ValueError naming it."""
+    if micro_batch_size is not None and (isinstance(micro_batch_size, bool)
+                                         or not isinstance(micro_batch_size, numbers.Integral)
+                                         or micro_batch_size < 1):
+        raise ValueError(f"micro_batch_size must be a positive int or None, got {micro_batch_size!r}")
+    return micro_batch_size
+
+
+def micro_batches(idx: list[int], micro_batch_size: int | None):
+    """Split one optimiser step's batch ``idx`` into consecutive micro-batches; yields ``(micro, share)``.
+
+    Gradient accumulation. A batch's loss is a sum over its items i (examples, pairs, samples)
+    divided by a count N of the *whole* batch (its items for a mean, its tokens for SFT), so it
+    is a sum of one term a micro-batch m:
+
+        L = (1/N) sum_i l_i = sum_m L_m,        L_m = (1/N) sum_{i in m} l_i
+
+    The gradient is linear and ``backward`` adds into ``.grad``, so a backward of each L_m in
+    turn leaves grad L in ``.grad``, exactly the whole batch's gradient, while only one
+    micro-batch's activations are alive at a time; the optimiser then steps once. For a loss
+    that is a mean over the items, L_m is the micro-batch's own mean times its ``share``,
+    ``len(micro) / len(idx)``; logged means are combined the same way, so they are the whole
+    batch's. (Not for a term that couples items, such as a batch norm: none of ours does.)
+
+    ``None`` (or a size of at least ``len(idx)``) gives the batch in one piece with share 1.0,
+    the computation without accumulation, bit for bit.
+    """
+    size = check_micro_batch_size(micro_batch_size) or len(idx)
+    for start in range(0, len(idx), size):
+        micro = idx[start:start + size]
+        yield micro, len(micro) / len(idx)
+
+
+def accumulate(total, part):
+    """``total + part`` for tensors, numbers or dicts of numbers (key by key); ``total`` is ``None``
+    before the first micro-batch (then ``part`` itself, so one micro-batch changes no bit)."""
+    if total is None:
+        return part
+    if isinstance(part, dict):
+        return {key: total[key] + value for key, value in part.items()}
+    return total + part
+
+
 def _check_finite(loss: torch.Tensor, step: int, where: str) -> None:
     if not torch.isfinite(loss):
         raise FloatingPointError(
@@ -70,13 +120,17 @@ def _to(batch: dict, device) -> dict:
 def train_sft(model, tokenizer, prompts: list[str], completions: list[str], *, epochs: float = 1.0,
               batch_size: int = 16, lr: float = 1e-3, weight_decay: float = 0.0, max_prompt_length=None,
               max_length=None, grad_clip: float = 1.0, seed: int = 0, progress: bool = True,
-              desc: str = "SFT", precision=None, chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> pd.DataFrame:
+              desc: str = "SFT", precision=None, chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+              micro_batch_size: int | None = None) -> pd.DataFrame:
     """Supervised fine-tuning: minimise the mean NLL of completion tokens given the prompt.
 
     loss = -(1/N) sum over completion tokens of log pi(y_t | x, y_<t), N tokens in the batch.
     ``precision``: see the module docstring (``None``: decided from the model's device).
     ``chunk_size``: of :func:`dpo_lab.logprobs.sequence_logprobs` (``None``: the plain path).
+    ``micro_batch_size``: examples a forward/backward pass (gradient accumulation, see
+    :func:`micro_batches`); ``None``: the whole batch at once.
     """
+    check_micro_batch_size(micro_batch_size)
     if not prompts or not completions:
         raise ValueError("nothing to train on: the SFT examples are empty (0 items)")
     device = next(model.parameters()).device
@@ -88,13 +142,21 @@ def train_sft(model, tokenizer, prompts: list[str], completions: list[str], *, e
     rows = []
     batches = list(_batches(len(encoded), batch_size, epochs, seed, what="SFT examples"))
     for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress)):
-        batch = _to(pad_batch([encoded[i] for i in idx], tokenizer.pad_token_id), device)
-        with precision.autocast():
-            logps = sequence_logprobs(model, **batch, chunk_size=chunk_size)
-        n_tokens = batch["completion_mask"][:, 1:].sum()
-        loss = -logps.sum() / n_tokens
+        # N, the completion tokens of the *whole* batch, is counted before it is split: every
+        # micro-batch divides its sum by it (a prompt has at least one token, so no completion
+        # token sits at position 0, which predicts nothing)
+        n_tokens = torch.tensor(sum(len(encoded[i][1]) for i in idx), device=device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = None
+        for micro, _ in micro_batches(idx, micro_batch_size):
+            batch = _to(pad_batch([encoded[i] for i in micro], tokenizer.pad_token_id), device)
+            with precision.autocast():
+                logps = sequence_logprobs(model, **batch, chunk_size=chunk_size)
+            micro_loss = -logps.sum() / n_tokens  # this micro-batch's term of the batch's loss
+            scaled_backward(micro_loss, scaler)
+            loss = accumulate(loss, micro_loss.detach())
         _check_finite(loss, step, desc)
-        grad_norm = backward_and_step(loss, optimizer, model.parameters(), grad_clip, scaler)
+        grad_norm = clip_and_step(optimizer, model.parameters(), grad_clip, scaler)
         rows.append({"step": step, "loss": loss.item(), "grad_norm": grad_norm.item()})
     model.eval()
     return pd.DataFrame(rows)
@@ -185,7 +247,7 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
               max_prompt_length=None, max_length=None, grad_clip: float = 1.0, seed: int = 0,
               ref_logps: tuple[torch.Tensor, torch.Tensor] | None = None, checkpoint_every: int | None = None,
               on_checkpoint=None, progress: bool = True, desc: str = "DPO", precision=None,
-              chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> pd.DataFrame:
+              chunk_size: int | None = DEFAULT_CHUNK_SIZE, micro_batch_size: int | None = None) -> pd.DataFrame:
     """Train ``policy`` with a preference loss on ``pairs`` against a frozen reference.
 
     The reference enters only through its log-probs. They are precomputed once (from
@@ -203,7 +265,10 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
     ``precision``: see the module docstring (``None``: decided from the policy's device);
     reference log-probs computed here use the same precision. ``chunk_size``: of
     :func:`dpo_lab.logprobs.sequence_logprobs` (``None``: the plain full-logits path).
+    ``micro_batch_size``: pairs a forward/backward pass (gradient accumulation, see
+    :func:`micro_batches`); ``None``: the whole batch at once.
     """
+    check_micro_batch_size(micro_batch_size)
     if not pairs:
         raise ValueError("nothing to train on: the preference pairs are empty (0 items)")
     device = next(policy.parameters()).device
@@ -227,14 +292,22 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
     rows = []
     batches = list(_batches(len(pairs), batch_size, epochs, seed, what="preference pairs"))
     for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress)):
-        batch = _to(collate_pairs([chosen[i] for i in idx], [rejected[i] for i in idx],
-                                  tokenizer.pad_token_id), device)
-        with precision.autocast():
-            loss, metrics = dpo_batch_loss(policy, batch, ref_chosen[idx].to(device), ref_rejected[idx].to(device),
-                                           beta=beta, loss_type=loss_type, label_smoothing=label_smoothing,
-                                           nll_alpha=nll_alpha, simpo_gamma=simpo_gamma, chunk_size=chunk_size)
+        optimizer.zero_grad(set_to_none=True)
+        loss = metrics = None
+        for micro, share in micro_batches(idx, micro_batch_size):
+            batch = _to(collate_pairs([chosen[i] for i in micro], [rejected[i] for i in micro],
+                                      tokenizer.pad_token_id), device)
+            with precision.autocast():
+                micro_loss, micro_metrics = dpo_batch_loss(
+                    policy, batch, ref_chosen[micro].to(device), ref_rejected[micro].to(device), beta=beta,
+                    loss_type=loss_type, label_smoothing=label_smoothing, nll_alpha=nll_alpha,
+                    simpo_gamma=simpo_gamma, chunk_size=chunk_size)
+            # the loss and the metrics are means over the micro-batch's pairs: times its share, its terms
+            scaled_backward(share * micro_loss, scaler)
+            loss = accumulate(loss, share * micro_loss.detach())
+            metrics = accumulate(metrics, {name: share * value for name, value in micro_metrics.items()})
         _check_finite(loss, step, desc)
-        grad_norm = backward_and_step(loss, optimizer, policy.parameters(), grad_clip, scaler)
+        grad_norm = clip_and_step(optimizer, policy.parameters(), grad_clip, scaler)
         row = {"step": step, **metrics, "grad_norm": grad_norm.item()}
         last = step == len(batches) - 1
         if on_checkpoint is not None and ((checkpoint_every and (step + 1) % checkpoint_every == 0) or last):
