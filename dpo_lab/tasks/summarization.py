@@ -228,7 +228,9 @@ def sft_model(cfg: dict, tokenizer, progress: bool = True, device=None):
         docs = load_split(cfg["documents"], "sft", cfg["n_sft_docs"], seed=cfg["seed"])
         history = train_sft(model, tokenizer, [d["prompt"] for d in docs], [d["reference"] for d in docs],
                             epochs=cfg["sft_epochs"], lr=cfg["sft_lr"], batch_size=cfg["sft_batch_size"],
-                            max_length=cfg["max_length"], seed=cfg["seed"], progress=progress)
+                            max_length=cfg["max_length"], seed=cfg["seed"], progress=progress,
+                            # micro-batches change the memory, not the result: not part of the cache key
+                            micro_batch_size=cfg.get("sft_micro_batch"))
         model.save_pretrained(folder)
         history.to_csv(folder / "sft_history.csv", index=False)
         return model, history
