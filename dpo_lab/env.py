@@ -221,7 +221,8 @@ def setup_notebook(seed: int = 0, quiet: bool = False, threads: int | None = Non
     one: its tensors are too small for threads to pay, and when the cores are shared
     (another notebook, CI, a browser) PyTorch's worker threads wait on each other. We
     measured 20 SFT steps of the tiny GPT-2 at 1.6 s with one thread and 28 s with two
-    on a busy 2-core machine.
+    on a busy 2-core machine. The same holds at smoke scale (the stand-in Hub's models are tiny):
+    two smoke runs sharing CI's two cores took 526 s with PyTorch's default threads.
 
     It also starts the notebook's clock, which :func:`report_run` reads in the last cell.
 
@@ -230,7 +231,7 @@ def setup_notebook(seed: int = 0, quiet: bool = False, threads: int | None = Non
     _RUN["start"] = time.perf_counter()
     seed_everything(seed)
     profile = get_profile()
-    if threads is None and profile == "tiny" and get_device().type == "cpu":
+    if threads is None and (profile == "tiny" or get_scale() == "smoke") and get_device().type == "cpu":
         threads = 1
     if threads is not None:
         torch.set_num_threads(threads)
