@@ -640,7 +640,30 @@ def table(root=None) -> list[dict]:
     return [row for nb, path in notebook_paths(root).items() for row in estimate(nb, notebook_config(path))]
 
 
-def main() -> None:
+ESTIMATES = "t4_estimates.json"  # in the shipped data (data/ in a checkout); the README's full-profile column
+
+
+def summary(rows: list[dict]) -> dict[str, dict]:
+    """Per notebook: peak GPU and host GiB over its stages, the stage of the GPU peak, T4 minutes."""
+    out = {}
+    for nb in sorted({r["notebook"] for r in rows}):
+        mine = [r for r in rows if r["notebook"] == nb]
+        peak = max(mine, key=lambda r: r["gpu_gib"])
+        out[nb] = {"gpu_gib": round(peak["gpu_gib"], 1), "peak_stage": peak["stage"],
+                   "host_gib": round(max(r["host_gib"] for r in mine), 1),
+                   "t4_minutes": round(sum(r["minutes"] for r in mine))}
+    return out
+
+
+def main(argv=None) -> None:
+    import argparse
+    import json
+
+    from dpo_lab.paths import data_path
+
+    parser = argparse.ArgumentParser(description="T4 memory and time estimates of every full configuration")
+    parser.add_argument("--write", action="store_true", help=f"also write data/{ESTIMATES} (the README reads it)")
+    args = parser.parse_args(argv)
     rows = table()
     print(f"{'notebook':8} {'stage':48} {'GPU GiB':>8} {'host GiB':>8} {'T4 min':>7}")
     for row in rows:
@@ -649,10 +672,13 @@ def main() -> None:
               f"{row['minutes']:7.1f}{flag}")
     print(f"\nper notebook (peak GPU, peak host, T4 minutes; budgets {GPU_BUDGET_GIB} and {HOST_BUDGET_GIB} GiB, "
           f"MFU {MFU:.0%}):")
-    for nb in sorted({r["notebook"] for r in rows}):
-        mine = [r for r in rows if r["notebook"] == nb]
-        print(f"{nb:8} {max(r['gpu_gib'] for r in mine):8.2f} {max(r['host_gib'] for r in mine):8.2f} "
-              f"{sum(r['minutes'] for r in mine):7.1f}")
+    per_notebook = summary(rows)
+    for nb, r in per_notebook.items():
+        print(f"{nb:8} {r['gpu_gib']:8.1f} {r['host_gib']:8.1f} {r['t4_minutes']:7d}")
+    if args.write:
+        path = data_path(ESTIMATES)
+        path.write_text(json.dumps(per_notebook, indent=1) + "\n")
+        print(f"wrote {path}; then run python -m dpo_lab.syllabus to update the README")
 
 
 if __name__ == "__main__":

@@ -65,9 +65,14 @@ def tiny_cell(run: dict | None) -> str:
     return f"{duration(run['seconds'])} ({run['hardware']}; {run['date']})"
 
 
-def full_cell(run: dict | None) -> str:
+def full_cell(run: dict | None, estimate: dict | None = None) -> str:
+    """A measured full-profile run if there is one, else the T4 estimate of :mod:`dpo_lab.sizing`."""
     if not run:
-        return "not yet run"
+        if not estimate:
+            return "not yet run"
+        minutes = f"~{estimate['t4_minutes']} min, " if estimate["t4_minutes"] else ""
+        return (f"not yet run; T4 estimate: {minutes}{estimate['gpu_gib']:.1f} GiB GPU peak "
+                f"({estimate['peak_stage']}), {estimate['host_gib']:.1f} GiB host")
     memory = f", peak GPU memory {run['peak_gpu_mib'] / 1024:.1f} GiB" if run.get("peak_gpu_mib") else ""
     return f"run on {run['hardware']}: {duration(run['seconds'])}{memory} ({run['date']})"
 
@@ -104,6 +109,8 @@ def table(root: Path) -> str:
     from dpo_lab import fork
 
     old = readme_rows((root / "README.md").read_text(encoding="utf-8"))
+    estimates_file = root / "data" / "t4_estimates.json"  # python -m dpo_lab.sizing --write
+    estimates = json.loads(estimates_file.read_text()) if estimates_file.exists() else {}
     lines = [HEADER]
     for path in fork.notebooks(root):
         nb = nbformat.read(path, as_version=4)
@@ -113,7 +120,7 @@ def table(root: Path) -> str:
         learn = old[path.name][2] if path.name in old and len(old[path.name]) > 2 else title(nb)
         found = runs(nb)
         lines.append(f"| {path.name[:2]} | [{path.name}](notebooks/{path.name}) {badge} | {learn} | "
-                     f"{tiny_cell(found.get('tiny'))} | {full_cell(found.get('full'))} |")
+                     f"{tiny_cell(found.get('tiny'))} | {full_cell(found.get('full'), estimates.get(path.name[:2]))} |")
     return "\n".join(lines)
 
 

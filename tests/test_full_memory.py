@@ -24,6 +24,16 @@ def test_full_profile_fits_a_t4(nb):
     assert not over, "\n".join(over)
 
 
+def test_committed_estimates_are_up_to_date():
+    # the README's full-profile column reads data/t4_estimates.json: it must be what the configs give now
+    import json
+
+    from dpo_lab.paths import data_path
+
+    committed = json.loads(data_path(sizing.ESTIMATES).read_text())
+    assert committed == sizing.summary(sizing.table()), "run python -m dpo_lab.sizing --write, then the syllabus"
+
+
 def _tiny_dpo_step(tracker_on_real: bool, width: int = 64, rows: int = 8):
     """Peak bytes of a DPO step of a small GPT-2, traced on fake tensors and on real ones."""
     from transformers import GPT2Config, GPT2LMHeadModel
