@@ -317,6 +317,7 @@ class Stage:
     train_tokens: float = 0.0
     forward_tokens: list = field(default_factory=list)  # (model, tokens)
     sample_steps: list = field(default_factory=list)  # (model, decoding steps, rows, tokens at the end)
+    flops: float = 0.0  # FLOPs counted directly (notebook 06's UNet: no 2N-a-token rule for convolutions)
 
 
 def resident_bytes(entries) -> int:
@@ -348,7 +349,7 @@ def seconds(stage: Stage) -> float:
         flops += 6 * model_facts(name)["params"] * tokens
     for name, tokens in stage.forward_tokens:
         flops += 2 * model_facts(name)["params"] * tokens
-    total = flops / (T4_FP16_FLOPS * MFU)
+    total = (flops + stage.flops) / (T4_FP16_FLOPS * MFU)
     for name, steps, rows, tokens in stage.sample_steps:
         facts = model_facts(name)
         kv = 2 * facts["layers"] * rows * tokens / 2 * facts["hidden"] * 4  # the mean cache over the steps
@@ -528,16 +529,39 @@ def _nb05(cfg):
     return stages
 
 
+@functools.cache
+def unet_forward_flops(base: int) -> float:
+    """FLOPs of one UNet forward pass on one 28x28 image, counted by PyTorch's FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from dpo_lab.diffusion import build_denoiser
+
+    model = build_denoiser("unet", image_shape=(1, 28, 28), base=base)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 1, 28, 28), torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long))
+    return float(counter.get_total_flops())
+
+
 def _nb06(cfg):
     base, batch = cfg["denoiser"]["base"], cfg["ddpm_batch"]
     unet = f"unet:{base}"
     n_eval = 10 * cfg["eval_per_class"]
     images_gib = 70_000 * 28 * 28 * 4 / GIB  # MNIST as float32 tensors
+    # Time, in UNet forward passes of one image (a training pass counts 3: forward and backward).
+    # Runs: the headline run, the beta sweep and the cautionary high-lr run; each is evaluated once
+    # (n_eval images x T steps) and the headline run is tracked every `track_every` steps.
+    f, T = unet_forward_flops(base), cfg["T"]
+    runs = 2 + len(cfg["beta_sweep"])
+    tracks = cfg["dpo_steps"] // cfg["track_every"]
     stages = [
-        Stage("06", f"DDPM training (batch {batch})", ("train", ("ddpm", unet, batch, 0)), [], train_tokens=0),
+        Stage("06", f"DDPM training (batch {batch})", ("train", ("ddpm", unet, batch, 0)), [],
+              flops=3 * f * cfg["ddpm_steps"] * batch),
         Stage("06", f"Diffusion-DPO (batch {cfg['dpo_batch']} pairs)",
-              ("train", ("ddpm", unet, 2 * cfg["dpo_batch"], 0)), [(unet, 1)] * 6),
-        Stage("06", f"sampling ({n_eval} images)", ("infer", ("denoise", (unet,), n_eval, 0)), [(unet, 2)] * 6),
+              ("train", ("ddpm", unet, 2 * cfg["dpo_batch"], 0)), [(unet, 1)] * 6,
+              flops=4 * f * runs * cfg["dpo_steps"] * 2 * cfg["dpo_batch"]),  # policy forward+backward, reference
+        Stage("06", f"sampling ({n_eval} images)", ("infer", ("denoise", (unet,), n_eval, 0)), [(unet, 2)] * 6,
+              flops=f * T * (2 * 10 * cfg["pairs_per_class"] + (1 + runs) * n_eval
+                             + tracks * 10 * cfg["track_per_class"])),
     ]
     for stage in stages:
         stage.largest_model, stage.host_extra_gib = "gpt2", images_gib  # no Hub model: a GPT-2 is a generous bound
