@@ -51,11 +51,9 @@ def test_lora_disabled_adapters_reproduce_the_base_model(tokenizer):
     assert trainable and all("lora_" in n for n in trainable)
 
 
-def test_peak_memory_is_reset_and_sees_a_short_block():
+def test_peak_memory_is_reset_and_sees_a_short_block(fresh_pages):
     """On a CPU the peak is the kernel's counter (VmHWM) after a reset: a 64 MiB block touched and freed at once
     is seen whole, and the level before it is not counted."""
-    import numpy as np
-
     from dpo_lab.bench import reset_peak_memory
     from dpo_lab.costs import peak_rss_mb
 
@@ -64,8 +62,7 @@ def test_peak_memory_is_reset_and_sees_a_short_block():
     cpu = torch.device("cpu")
     base = reset_peak_memory(cpu)
     assert peak_memory_mb(cpu) - base < 8
-    block = np.ones(64 * 2**20 // 8)
-    del block
+    fresh_pages(64)
     assert 62 < peak_memory_mb(cpu) - base < 80
 
 

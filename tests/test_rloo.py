@@ -102,32 +102,26 @@ def test_measure_times_and_excludes():
         "cpu rss rise", "cpu rss rise (polled: may miss short peaks)", "cuda max allocated")
 
 
-def test_measure_sees_a_large_allocation():
+def test_measure_sees_a_large_allocation(fresh_pages):
     """A 64 MiB block, touched then freed at once, is seen whole (the kernel's peak counter, not a polling
     thread that a short peak can slip past), and nothing else is counted: the rise stays under 64 + 16 MiB."""
     if torch.cuda.is_available():
         pytest.skip("on a GPU machine measure() reports CUDA memory")
     with measure("alloc") as record:
-        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
-        del block
+        fresh_pages(64)
     if record["memory_kind"] != "cpu rss rise":
         pytest.skip(f"no kernel peak-RSS counter here ({record['memory_kind']})")
     assert 62 < record["peak_mem_mb"] < 80
 
 
-def test_measure_nested_blocks_keep_their_peaks():
+def test_measure_nested_blocks_keep_their_peaks(fresh_pages):
     """An inner block resets the kernel's counter; the outer block still sees the peak reached before it."""
     if torch.cuda.is_available():
         pytest.skip("on a GPU machine measure() reports CUDA memory")
     with measure("outer") as outer:
-        block = np.ones(96 * 2**20 // 8)  # 96 MiB, freed before the inner block starts
-        del block
+        fresh_pages(96)  # freed before the inner block starts
         with measure("inner") as inner:
-            # 40 MiB: above glibc's largest mmap threshold (32 MiB), so the block is always fresh pages
-            # from the kernel; at 32 MiB it could reuse heap memory freed by an earlier test, which the
-            # peak-RSS counter rightly does not see as a rise
-            small = np.ones(40 * 2**20 // 8)
-            del small
+            fresh_pages(40)
     if outer["memory_kind"] != "cpu rss rise":
         pytest.skip(f"no kernel peak-RSS counter here ({outer['memory_kind']})")
     assert 38 < inner["peak_mem_mb"] < 56
