@@ -82,6 +82,22 @@ def seed_everything(seed: int = 0) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def get_seed(default: int = 0) -> int:
+    """The run's seed: ``DPO_LAB_SEED`` if set (a non-negative integer), else ``default``.
+
+    :func:`setup_notebook` seeds everything with it, and :func:`pick_config` puts it in the
+    config's ``seed``, which every training run, sampler and data shuffle of the notebook reads;
+    ``DPO_LAB_SEED=1`` reruns a notebook on another seed with nothing else changed. Cached SFT
+    models are keyed by the seed, so a new seed also trains a new SFT model.
+    """
+    value = os.environ.get("DPO_LAB_SEED", "").strip()
+    if not value:
+        return default
+    if not value.isdigit():
+        raise ValueError(f"DPO_LAB_SEED={value!r} is not a seed; use a non-negative integer such as 0 or 1")
+    return int(value)
+
+
 SCALES = ("normal", "smoke")
 
 
@@ -189,6 +205,8 @@ def pick_config(configs: dict[str, dict], profile: str | None = None, scale: str
     if profile not in configs:
         raise KeyError(f"no config for profile {profile!r}; the notebook defines {sorted(configs)}")
     config = dict(configs[profile])
+    if "seed" in config:
+        config["seed"] = get_seed(config["seed"])  # DPO_LAB_SEED, when set, overrides the notebook's seed
     if (scale or get_scale()) == "smoke":
         config = smoke_config(config)
     return config
@@ -214,8 +232,10 @@ def _dpo_lab_version() -> str:
     return __version__
 
 
-def setup_notebook(seed: int = 0, quiet: bool = False, threads: int | None = None) -> dict:
+def setup_notebook(seed: int | None = None, quiet: bool = False, threads: int | None = None) -> dict:
     """The first call of every notebook: seed everything, print versions, device, profile.
+
+    ``seed``: ``None`` (the set-up cell's call) reads ``DPO_LAB_SEED``, default 0 (:func:`get_seed`).
 
     ``threads`` sets PyTorch's CPU threads. By default the tiny profile on a CPU uses
     one: its tensors are too small for threads to pay, and when the cores are shared
@@ -229,6 +249,7 @@ def setup_notebook(seed: int = 0, quiet: bool = False, threads: int | None = Non
     Returns ``{"profile", "device", "seed", "versions"}`` so later cells can use them.
     """
     _RUN["start"] = time.perf_counter()
+    seed = get_seed() if seed is None else seed
     seed_everything(seed)
     profile = get_profile()
     if threads is None and (profile == "tiny" or get_scale() == "smoke") and get_device().type == "cpu":
