@@ -86,9 +86,10 @@ def get_seed(default: int = 0) -> int:
     """The run's seed: ``DPO_LAB_SEED`` if set (a non-negative integer), else ``default``.
 
     :func:`setup_notebook` seeds everything with it, and :func:`pick_config` puts it in the
-    config's ``seed``, which every training run, sampler and data shuffle of the notebook reads;
-    ``DPO_LAB_SEED=1`` reruns a notebook on another seed with nothing else changed. Cached SFT
-    models are keyed by the seed, so a new seed also trains a new SFT model.
+    config's ``seed``, which the notebook's training runs and data shuffles read, so
+    ``DPO_LAB_SEED=1`` reruns a notebook on another seed with nothing else changed (samplers
+    given a literal seed vary only through the global one). Cached SFT models are keyed by the
+    seed, so a new seed also trains a new SFT model.
     """
     value = os.environ.get("DPO_LAB_SEED", "").strip()
     if not value:
