@@ -26,8 +26,9 @@ def _root_conftest():
     spec.loader.exec_module(module)
     return module
 
+
+# a "notebook": module state that each test needs from the one before it, as cells share a kernel
 STATE_FILE = '''
-import os
 STATE = []
 {tests}
 '''
