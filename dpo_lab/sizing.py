@@ -363,9 +363,26 @@ SENTIMENT_PROMPT = 8  # 2 to 5 words of an IMDb review
 CODE_PROMPT = 160  # an MBPP prompt: the task's text and its test asserts
 SUMMARY_PROMPT = 560  # a TL;DR post with its subreddit and title header (the longest are cut at max_length)
 SMS_PROMPT = 64  # an SMS message in the moderation prompt
-SAMPLE_BATCH = 128  # dpo_lab.evaluate.sample's batch (and score_samples', token_kl_samples')
-REF_BATCH = 64  # precompute_ref_logps' pairs a batch
-RM_SCORE_BATCH = 256  # RewardScorer's batch
+
+
+def _default_batch(function) -> int:
+    """The ``batch_size`` default of one of the course's functions (read, not copied, so it cannot drift)."""
+    import inspect
+
+    return inspect.signature(function).parameters["batch_size"].default
+
+
+def _course_batches() -> tuple[int, int, int]:
+    from dpo_lab.evaluate import sample
+    from dpo_lab.reward_model import RewardScorer
+    from dpo_lab.train import precompute_ref_logps
+
+    return _default_batch(sample), _default_batch(precompute_ref_logps), _default_batch(RewardScorer.__init__)
+
+
+# evaluate.sample's batch (and score_samples', token_kl_samples'), precompute_ref_logps' pairs a
+# batch, RewardScorer's batch
+SAMPLE_BATCH, REF_BATCH, RM_SCORE_BATCH = _course_batches()
 
 
 def _micro(cfg, stage):
