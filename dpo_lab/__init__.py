@@ -18,6 +18,8 @@ One concept a module; read any of them top to bottom:
 * ``bench``     the cost of a DPO step: memory set-ups, dpo_lab against TRL
 * ``diffusion`` a tiny DDPM and the Diffusion-DPO loss
 * ``tasks``     one module a task: data, gold reward, Hub mapping
+* ``claims``    every claim about a result, checked and recorded in one place
+* ``stats``     95% intervals for claims: Wilson, and the (paired) bootstrap
 * ``results``   saving a notebook's headline numbers
 * ``plotting``  plots used by more than one notebook
 * ``fork``      ``python -m dpo_lab.fork OWNER/REPO``: set-up cells and Colab badges for a fork

@@ -78,8 +78,10 @@ def claim(name: str, value, op: str | None = None, threshold=None, *, interval=N
     ``>``, ``>=``, ``<``, ``<=``, ``==``, ``!=``. ``claim(name, condition)`` (no ``op``) is a
     yes/no claim: it holds when ``condition`` is true, and has no margin.
 
-    ``interval=(lower, upper)`` is the value's uncertainty (standard error, bootstrap, seeds);
-    the comparison then uses its conservative end (see the module docstring).
+    ``interval=(lower, upper)`` is the value's 95% interval, best from :mod:`dpo_lab.stats`
+    (Wilson for a proportion, a paired bootstrap for a difference), whose ``.method`` is
+    recorded with the claim; the comparison then uses its conservative end (see the module
+    docstring).
     ``mode`` overrides :func:`claim_mode` (``"raise"``, ``"report"``, ``"record"``).
     """
     if not name or not isinstance(name, str):
@@ -115,7 +117,8 @@ def claim(name: str, value, op: str | None = None, threshold=None, *, interval=N
     if mode not in ("raise", "report", "record"):
         raise ValueError(f"mode {mode!r} is not 'raise', 'report' or 'record'")
     row = {"claim": name, "value": _plain(value), "op": op or "", "threshold": _plain(threshold),
-           "lower": _plain(lower), "upper": _plain(upper), "margin": margin, "holds": holds, "note": note}
+           "lower": _plain(lower), "upper": _plain(upper), "interval_method": getattr(interval, "method", ""),
+           "margin": margin, "holds": holds, "note": note}
     _replace(row)
     if not holds:
         text = _describe(row)
@@ -159,7 +162,8 @@ def claims_table():
     """The recorded claims as a pandas DataFrame, one row a claim."""
     import pandas as pd
 
-    columns = ["claim", "value", "op", "threshold", "lower", "upper", "margin", "holds", "note"]
+    columns = ["claim", "value", "op", "threshold", "lower", "upper", "interval_method", "margin", "holds",
+               "note"]
     return pd.DataFrame(RECORDED, columns=columns)
 
 
