@@ -211,7 +211,8 @@ def dpo_lab_steps(policy, tokenizer, pairs, *, batch_size: int, steps: int, warm
     step_s = median(times)  # the median resists the odd slow step
     peak = peak_memory_mb(device)
     return {"step_s": step_s, "tokens_per_s": tokens / len(times) / step_s, "peak_mem_mb": peak,
-            "peak_rise_mb": peak - base_mb, "shape": tuple(batch["input_ids"].shape), "steps": warmup + steps}
+            "peak_rise_mb": peak - base_mb, "shape": tuple(batch["input_ids"].shape), "steps": warmup + steps,
+            "step_times": times}
 
 
 def trl_steps(policy, reference, tokenizer, pairs, *, batch_size: int, steps: int, warmup: int, beta: float = 0.1,
@@ -319,6 +320,7 @@ def _one_run(model_name: str, device: str, framework: str, precompute: bool, bat
             gc.collect()
         result = dpo_lab_steps(policy, tokenizer, pairs, reference=reference, ref_logps=ref_logps,
                                chunk_size=chunk_size, **kwargs)
+        result.pop("step_times")  # the comparison table reports the median only
     result["mfu"] = None
     if dev.type == "cuda" and precision in ("bf16", "fp16"):
         tokens = result["tokens_per_s"] * result["step_s"]
@@ -517,7 +519,7 @@ def run_setup(setup: str, cfg: dict, beta: float, lr: float, steps: int, batch_s
     gold_reward = float(gold([p + t for p, t in zip(samples.prompts, samples.texts)]).mean())
     peak = peak_memory_mb(device)
     return {"setup": setup, "peak_mem_mb": peak, "peak_mem_growth_mb": peak - baseline_mb,
-            "state_mb": state_memory_mb(held), "step_s": timing["step_s"],
+            "state_mb": state_memory_mb(held), "step_s": timing["step_s"], "step_times": timing["step_times"],
             "tokens_per_s": timing["tokens_per_s"], "models_in_memory": models_in_memory,
             "trainable_params": trainable, "prepare_s": prepare_s, "gold_reward": gold_reward,
             "device": str(device), "precision": precision}

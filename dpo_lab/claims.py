@@ -78,6 +78,9 @@ def claim(name: str, value, op: str | None = None, threshold=None, *, interval=N
     ``>``, ``>=``, ``<``, ``<=``, ``==``, ``!=``. ``claim(name, condition)`` (no ``op``) is a
     yes/no claim: it holds when ``condition`` is true, and has no margin.
 
+    ``claim(name, difference, "ties", 0, interval=ci)`` says two methods tie: it holds when the
+    interval of their difference contains 0 (neither is clearly ahead).
+
     ``interval=(lower, upper)`` is the value's 95% interval, best from :mod:`dpo_lab.stats`
     (Wilson for a proportion, a paired bootstrap for a difference), whose ``.method`` is
     recorded with the claim; the comparison then uses its conservative end (see the module
@@ -96,9 +99,15 @@ def claim(name: str, value, op: str | None = None, threshold=None, *, interval=N
         if threshold is not None or interval is not None:
             raise ValueError(f"claim {name!r}: a threshold or an interval needs an op such as '>'")
         holds, margin, compared = bool(value), None, bool(value)
+    elif op == "ties":  # "A and B tie": the interval of their difference contains the threshold (0)
+        if interval is None:
+            raise ValueError(f"claim {name!r}: 'ties' needs the interval of the difference")
+        threshold = _number(threshold)
+        holds = bool(lower <= threshold <= upper)
+        margin = float(min(threshold - lower, upper - threshold))
     else:
         if op not in _OPS:
-            raise ValueError(f"claim {name!r}: op {op!r} is not one of {sorted(_OPS)}")
+            raise ValueError(f"claim {name!r}: op {op!r} is not one of {sorted(_OPS) + ['ties']}")
         threshold = _number(threshold)
         compared = value
         if interval is not None and op in (">", ">="):
@@ -188,3 +197,46 @@ def report_claims() -> None:
     for row in RECORDED:
         mark = "holds" if row["holds"] else "DOES NOT HOLD"
         print(f"  {mark:>13}  {_describe(row)}")
+    try:  # in a notebook, also store the rows as JSON in the cell's output: tests read them there
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if get_ipython() is not None:
+            display({"application/json": {"claims": claims_records()}}, raw=True)
+    except ImportError:
+        pass
+
+
+#: comparisons whose conservative end is checked; ``==``/``!=`` and yes/no claims are exact
+_INEQUALITIES = (">", ">=", "<", "<=")
+
+
+def recorded_problems(rows: list[dict], require_intervals: bool = True) -> list[str]:
+    """What is wrong with recorded claim ``rows`` (empty when nothing is): read by the tests.
+
+    A row is wrong when it does not hold, when its ``holds`` does not follow from the
+    conservative end of its interval, or (``require_intervals``) when an inequality carries
+    no interval and its note does not start with ``"deterministic"`` (a number with no
+    sampling noise: a parameter count, a closed form).
+    """
+    problems = []
+    for row in rows:
+        name, op = row["claim"], row["op"]
+        if not row["holds"]:
+            problems.append(f"{name!r} does not hold: {_describe(row)}")
+        if op == "ties":
+            if row["lower"] is None or not row["lower"] <= row["threshold"] <= row["upper"]:
+                problems.append(f"{name!r} is recorded as a tie but its interval does not contain the threshold: "
+                                f"{_describe(row)}")
+            continue
+        if op not in _INEQUALITIES:
+            continue
+        if row["lower"] is None:
+            if require_intervals and not str(row.get("note", "")).startswith("deterministic"):
+                problems.append(f"{name!r} compares a measured number without an interval: {_describe(row)}")
+            continue
+        end = row["lower"] if op in (">", ">=") else row["upper"]
+        if isinstance(end, str) or not _OPS[op](end, row["threshold"]):
+            problems.append(f"{name!r} is recorded as holding but its interval does not clear "
+                            f"the threshold: {_describe(row)}")
+    return problems

@@ -56,6 +56,9 @@ def save_results(name: str, results: dict) -> Path:
     if recorded and "claims" not in results:
         # every claim() of the notebook so far: value, interval, threshold, margin, holds
         results = {**results, "claims": recorded}
+    for row in recorded:  # and each claim's interval under its own name: "<claim>_ci": [lo, hi]
+        if row["lower"] is not None:
+            results.setdefault(f"{row['claim']}_ci", [row["lower"], row["upper"]])
     folder = results_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"

@@ -74,35 +74,42 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> Interval:
 
 
 def bootstrap_interval(statistic, *arrays, n_resamples: int = N_RESAMPLES, level: float = 0.95,
-                       seed: int = 0) -> Interval:
+                       seed: int = 0, paired: bool = True) -> Interval:
     """Percentile-bootstrap interval of ``statistic(*arrays)`` over resampled items.
 
-    ``arrays`` are aligned item by item (row ``i`` of each is test item ``i``); each resample
-    draws ``n`` item indices with replacement and applies them to *every* array, so the
-    interval of a difference between methods scored on the same items is paired. The
-    generator is seeded: the same inputs give the same interval.
+    ``paired=True``: ``arrays`` are aligned item by item (row ``i`` of each is test item ``i``);
+    each resample draws ``n`` item indices with replacement and applies them to *every* array,
+    so the interval of a difference between methods scored on the same items is paired.
+    ``paired=False``: the arrays are independent samples (two runs that saw different items);
+    each is resampled on its own, and they may differ in length. The generator is seeded: the
+    same inputs give the same interval.
     """
     if not arrays:
         raise ValueError("bootstrap_interval needs at least one array of per-item values")
     arrays = [np.asarray(a) for a in arrays]
     n = len(arrays[0])
-    if n < 2:
-        raise ValueError(f"bootstrap_interval needs at least 2 items, got {n}")
     for i, a in enumerate(arrays):
-        if len(a) != n:
+        if len(a) < 2:
+            raise ValueError(f"bootstrap_interval needs at least 2 items, array {i} has {len(a)}")
+        if paired and len(a) != n:
             raise ValueError(f"bootstrap_interval: array {i} has {len(a)} items, array 0 has {n} "
-                             "(the arrays must be aligned item by item)")
+                             "(paired arrays must be aligned item by item; paired=False for independent samples)")
     if n_resamples < 1000:
         raise ValueError(f"n_resamples={n_resamples}: use at least 1,000 resamples for a 95% interval")
     rng = np.random.default_rng(seed)
-    indices = rng.integers(0, n, size=(n_resamples, n))
-    values = np.array([float(statistic(*(a[idx] for a in arrays))) for idx in indices])
+    if paired:
+        indices = rng.integers(0, n, size=(n_resamples, n))
+        values = np.array([float(statistic(*(a[idx] for a in arrays))) for idx in indices])
+    else:
+        draws = [rng.integers(0, len(a), size=(n_resamples, len(a))) for a in arrays]
+        values = np.array([float(statistic(*(a[d[r]] for a, d in zip(arrays, draws)))) for r in range(n_resamples)])
     if not np.isfinite(values).all():
         raise ValueError("bootstrap_interval: the statistic was not finite on some resamples "
                          f"({int((~np.isfinite(values)).sum())} of {n_resamples})")
     tail = (1 - level) / 2
     lower, upper = np.quantile(values, [tail, 1 - tail])
-    return Interval(lower, upper, f"bootstrap {level:.0%}, {n_resamples} resamples of {n} items")
+    kind = f"{n} items" if paired else "each sample on its own (" + ", ".join(str(len(a)) for a in arrays) + " items)"
+    return Interval(lower, upper, f"bootstrap {level:.0%}, {n_resamples} resamples of {kind}")
 
 
 def _mean_difference(a, b):

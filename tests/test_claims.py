@@ -138,3 +138,64 @@ def test_report_claims_prints_the_table(capsys):
     claims_mod.report_claims()
     out = capsys.readouterr().out
     assert "1 of 1 claims hold" in out and "gain: 0.3 > 0.1" in out
+
+
+# Notebooks whose inequality claims do not all carry an interval yet (issue #21, in progress):
+# their recorded claims are still checked for consistency, but not required to have intervals.
+# Shrink this set as notebooks are converted; never add to it.
+INTERVALS_PENDING = {"01_deriving_dpo", "03_reward_model_baseline", "05_summarization_dpo",
+                     "07_efficiency_lora", "08_variants_and_failure_modes"}
+
+
+def _recorded_claims(path: Path) -> list[dict] | None:
+    import nbformat
+
+    from dpo_lab.seeds import recorded_claims
+
+    return recorded_claims(nbformat.read(path, as_version=4))
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem[:2])
+def test_recorded_claims_hold_on_their_intervals(path):
+    rows = _recorded_claims(path)
+    assert rows is not None, f"{path.name}: no recorded claims in its last cell's output; re-execute it"
+    assert len(rows) >= CLAIMS_PER_NOTEBOOK[path.stem]  # a claim() in a loop records several rows
+    assert claims_mod.recorded_problems(rows, require_intervals=path.stem not in INTERVALS_PENDING) == []
+
+
+def test_recorded_problems_finds_each_kind_of_problem():
+    base = {"op": ">", "threshold": 0.5, "note": "", "holds": True, "value": 0.7, "margin": None}
+    rows = [
+        {**base, "claim": "ok", "lower": 0.6, "upper": 0.8},
+        {**base, "claim": "no interval", "lower": None, "upper": None},
+        {**base, "claim": "exact", "lower": None, "upper": None, "note": "deterministic: a count"},
+        {**base, "claim": "does not clear", "lower": 0.4, "upper": 0.8},
+        {**base, "claim": "failed", "lower": 0.6, "upper": 0.8, "holds": False},
+        {**base, "claim": "yes/no", "op": "", "threshold": None, "lower": None, "upper": None},
+    ]
+    found = claims_mod.recorded_problems(rows)
+    assert [p.split("'")[1] for p in found] == ["no interval", "does not clear", "failed"]
+    assert [p.split("'")[1] for p in claims_mod.recorded_problems(rows, require_intervals=False)] == [
+        "does not clear", "failed"]
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem[:2])
+def test_every_notebook_names_a_headline_claim_it_makes(path):
+    import nbformat
+
+    from dpo_lab.seeds import headline
+
+    name = headline(nbformat.read(path, as_version=4))
+    assert name in [row["claim"] for row in _recorded_claims(path) or []], f"{path.name}: headline {name!r}"
+
+
+def test_a_tie_holds_when_the_interval_of_the_difference_contains_zero():
+    assert claim("A and B tie", 0.01, "ties", 0, interval=(-0.02, 0.04))
+    with pytest.raises(ClaimFailed):
+        claim("A and C tie", 0.05, "ties", 0, interval=(0.01, 0.09))
+    with pytest.raises(ValueError, match="needs the interval"):
+        claim("no interval", 0.01, "ties", 0)
+    table = claims_table().set_index("claim")
+    assert table.loc["A and B tie", "margin"] == pytest.approx(0.02)
+    rows = claims_mod.claims_records()
+    assert [p.split("'")[1] for p in claims_mod.recorded_problems(rows)] == ["A and C tie", "A and C tie"]

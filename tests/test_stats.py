@@ -82,3 +82,12 @@ def test_claim_records_the_interval_method():
     row = claims_table().iloc[0]
     assert row.interval_method.startswith("bootstrap 95%") and row.lower == interval.lower
     reset_claims()
+
+
+def test_unpaired_bootstrap_resamples_each_sample_on_its_own():
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(1.0, 1.0, size=300), rng.normal(0.0, 1.0, size=200)  # different lengths
+    interval = bootstrap_interval(lambda x, y: x.mean() - y.mean(), a, b, paired=False)
+    se = math.sqrt(a.var(ddof=1) / 300 + b.var(ddof=1) / 200)
+    assert interval.upper - interval.lower == pytest.approx(2 * 1.96 * se, rel=0.12)
+    assert "on its own (300, 200 items)" in interval.method

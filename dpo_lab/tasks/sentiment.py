@@ -366,12 +366,16 @@ def eval_prompts(cfg: dict) -> list[str]:
 def evaluate_policy(policy, reference, tokenizer, prompts: list[str], gold, cfg: dict, seed: int = 0) -> dict:
     """Mean gold reward and KL(pi || pi_ref) from ``eval_samples`` samples a prompt.
 
-    Returns ``{"gold_reward", "kl", "rewards", "samples"}``; ``rewards`` is one a sample.
+    Returns ``{"gold_reward", "kl", "rewards", "kls", "samples"}``; ``rewards`` and ``kls`` (each
+    sample's summed next-token KL, :func:`dpo_lab.evaluate.token_kl_samples`) are one a sample,
+    prompt-major, so that intervals can resample prompts.
     """
-    from dpo_lab.evaluate import kl_to_reference, sample
+    from dpo_lab.evaluate import sample, token_kl_samples
 
     samples = sample(policy, tokenizer, prompts, n=cfg["eval_samples"], max_new_tokens=cfg["max_new_tokens"],
                      seed=seed)
     rewards = gold([p + t for p, t in zip(samples.prompts, samples.texts)])
-    kl = 0.0 if policy is reference else kl_to_reference(policy, reference, samples, tokenizer.pad_token_id)
-    return {"gold_reward": float(np.mean(rewards)), "kl": kl, "rewards": rewards, "samples": samples}
+    kls = (np.zeros(len(rewards)) if policy is reference
+           else token_kl_samples(policy, reference, samples, tokenizer.pad_token_id).numpy())
+    return {"gold_reward": float(np.mean(rewards)), "kl": float(np.mean(kls)), "rewards": rewards, "kls": kls,
+            "samples": samples}
