@@ -11,15 +11,24 @@ One concept a module; read any of them top to bottom:
 * ``collate``   tokenizing prompt + completion, masks, stacking chosen and rejected
 * ``logprobs``  the log-probability of a completion given its prompt
 * ``losses``    DPO and its variants
+* ``precision`` one mixed-precision decision (bf16, fp16 with loss scaling, fp32) for every loop
 * ``train``     SFT and DPO training loops as plain functions
+* ``reward_model`` a Bradley-Terry reward model: the first stage of the RLHF pipeline DPO replaces
+* ``rloo``      RLOO, REINFORCE with a leave-one-out baseline and a KL penalty
+* ``best_of_n`` best-of-N sampling and its expected gold reward for every N
+* ``failure_modes`` tools that reproduce and diagnose how preference optimisation fails
 * ``sampling``  batched generation with the KV cache
 * ``evaluate``  samples with their ids, KL to the reference, win rates
 * ``cache``     config-keyed folders under runs/ for work notebooks share
+* ``costs``     what a method costs: wall and CPU time, peak memory, models held, samples drawn
 * ``bench``     the cost of a DPO step: memory set-ups, dpo_lab against TRL
+* ``sizing``    ``python -m dpo_lab.sizing``: each full-profile stage's peak memory on a T4, computed
+* ``sandbox``   run model-written code against unit tests in a child the kernel confines
 * ``diffusion`` a tiny DDPM and the Diffusion-DPO loss
 * ``tasks``     one module a task: data, gold reward, Hub mapping
 * ``claims``    every claim about a result, checked and recorded in one place
 * ``stats``     95% intervals for claims: Wilson, and the (paired) bootstrap
+* ``seeds``     ``python -m dpo_lab.seeds``: notebooks rerun at other seeds, their headline claims
 * ``results``   saving a notebook's headline numbers
 * ``plotting``  plots used by more than one notebook
 * ``fork``      ``python -m dpo_lab.fork OWNER/REPO``: set-up cells and Colab badges for a fork

@@ -48,7 +48,7 @@ from dpo_lab.collate import collate_pairs, encode_pairs
 from dpo_lab.costs import peak_rss_mb, reset_peak_rss, rss_mb
 from dpo_lab.logprobs import DEFAULT_CHUNK_SIZE, sequence_logprobs
 from dpo_lab.precision import Precision, backward_and_step, choose_precision
-from dpo_lab.train import _batches, dpo_batch_loss, precompute_ref_logps
+from dpo_lab.train import dpo_batch_loss, precompute_ref_logps, shuffled_batches
 
 GPT2_SMALL = {"n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024}
 TINY = {"n_layer": 2, "n_head": 4, "n_embd": 128, "n_positions": 1024}
@@ -185,7 +185,7 @@ def dpo_lab_steps(policy, tokenizer, pairs, *, batch_size: int, steps: int, warm
     gc.collect()
     base_mb = reset_peak_memory(device)
     # seeded shuffled batches, as train_dpo draws them
-    order = list(_batches(len(pairs), batch_size, (warmup + steps) * batch_size / len(pairs) + 1, seed))
+    order = list(shuffled_batches(len(pairs), batch_size, (warmup + steps) * batch_size / len(pairs) + 1, seed))
     for step in range(warmup + steps):
         idx = order[step]
         if len(idx) < batch_size:  # keep every timed batch the same size

@@ -135,7 +135,7 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: list[dict], *, epochs:
     :func:`dpo_lab.train.micro_batches`); ``None``: the whole batch at once.
     """
     from dpo_lab.precision import clip_and_step, resolve_precision, scaled_backward
-    from dpo_lab.train import _batches, _check_finite, accumulate, check_micro_batch_size, micro_batches
+    from dpo_lab.train import accumulate, check_finite, check_micro_batch_size, micro_batches, shuffled_batches
 
     check_micro_batch_size(micro_batch_size)
     device = next(rm.parameters()).device
@@ -149,7 +149,7 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: list[dict], *, epochs:
     optimizer = torch.optim.AdamW(rm.parameters(), lr=lr, weight_decay=weight_decay)
     rm.train()
     rows = []
-    batches = list(_batches(len(pairs), batch_size, epochs, seed))
+    batches = list(shuffled_batches(len(pairs), batch_size, epochs, seed))
     for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress)):
         optimizer.zero_grad(set_to_none=True)
         loss = means = None
@@ -165,7 +165,7 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: list[dict], *, epochs:
             loss = accumulate(loss, micro_loss.detach())
             means = accumulate(means, share * torch.stack([(r_c > r_r).float().mean(), (r_c - r_r).mean(),
                                                            rewards.mean()]).detach())
-        _check_finite(loss, step, desc)
+        check_finite(loss, step, desc)
         grad_norm = clip_and_step(optimizer, rm.parameters(), grad_clip, scaler)
         accuracy, margin, reward_mean = means.tolist()
         rows.append({"step": step, "loss": loss.item(), "accuracy": accuracy, "margin": margin,

@@ -42,7 +42,7 @@ AVERAGED_LOSSES = ("ipo", "simpo", "orpo")
 REFERENCE_FREE_LOSSES = ("simpo", "orpo")
 
 
-def _batches(n: int, batch_size: int, epochs: float, seed: int, what: str = "training examples"):
+def shuffled_batches(n: int, batch_size: int, epochs: float, seed: int, what: str = "training examples"):
     """Index batches over ``epochs`` passes of a seeded shuffle (a fractional last epoch is cut).
 
     No data is an error naming ``what`` was empty (an empty list would otherwise never yield a batch).
@@ -105,7 +105,8 @@ def accumulate(total, part):
     return total + part
 
 
-def _check_finite(loss: torch.Tensor, step: int, where: str) -> None:
+def check_finite(loss: torch.Tensor, step: int, where: str) -> None:
+    """Stop with a clear error when a loss is NaN or infinite (every training loop checks each step)."""
     if not torch.isfinite(loss):
         raise FloatingPointError(
             f"{where}: the loss became {loss.item()} at step {step}; lower the learning rate, "
@@ -140,7 +141,7 @@ def train_sft(model, tokenizer, prompts: list[str], completions: list[str], *, e
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     model.train()
     rows = []
-    batches = list(_batches(len(encoded), batch_size, epochs, seed, what="SFT examples"))
+    batches = list(shuffled_batches(len(encoded), batch_size, epochs, seed, what="SFT examples"))
     for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress)):
         # N, the completion tokens of the *whole* batch, is counted before it is split: every
         # micro-batch divides its sum by it (a prompt has at least one token, so no completion
@@ -155,7 +156,7 @@ def train_sft(model, tokenizer, prompts: list[str], completions: list[str], *, e
             micro_loss = -logps.sum() / n_tokens  # this micro-batch's term of the batch's loss
             scaled_backward(micro_loss, scaler)
             loss = accumulate(loss, micro_loss.detach())
-        _check_finite(loss, step, desc)
+        check_finite(loss, step, desc)
         grad_norm = clip_and_step(optimizer, model.parameters(), grad_clip, scaler)
         rows.append({"step": step, "loss": loss.item(), "grad_norm": grad_norm.item()})
     model.eval()
@@ -290,7 +291,7 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr, weight_decay=weight_decay)
     policy.train()
     rows = []
-    batches = list(_batches(len(pairs), batch_size, epochs, seed, what="preference pairs"))
+    batches = list(shuffled_batches(len(pairs), batch_size, epochs, seed, what="preference pairs"))
     for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress)):
         optimizer.zero_grad(set_to_none=True)
         loss = metrics = None
@@ -306,7 +307,7 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
             scaled_backward(share * micro_loss, scaler)
             loss = accumulate(loss, share * micro_loss.detach())
             metrics = accumulate(metrics, {name: share * value for name, value in micro_metrics.items()})
-        _check_finite(loss, step, desc)
+        check_finite(loss, step, desc)
         grad_norm = clip_and_step(optimizer, policy.parameters(), grad_clip, scaler)
         row = {"step": step, **metrics, "grad_norm": grad_norm.item()}
         last = step == len(batches) - 1

@@ -205,12 +205,12 @@ def test_stop_sequences_end_an_mbpp_completion_after_its_function():
 
 
 def test_batches_over_no_items_raise_instead_of_looping_forever():
-    from dpo_lab.train import _batches
+    from dpo_lab.train import shuffled_batches
 
     with pytest.raises(ValueError, match="the reward-model pairs are empty"):
-        next(_batches(0, 4, 1.0, 0, what="reward-model pairs"))
+        next(shuffled_batches(0, 4, 1.0, 0, what="reward-model pairs"))
     with pytest.raises(ValueError, match="training examples are empty"):
-        next(_batches(0, 4, 1.0, 0))
+        next(shuffled_batches(0, 4, 1.0, 0))
 
 
 # --- smoke scale: pick_config cuts counts, never ids, columns, lengths or precision -----------

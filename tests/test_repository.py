@@ -106,3 +106,11 @@ def test_setup_prints_the_device_choice_and_report_run_prints_a_parseable_line(c
     line = next(line for line in out.splitlines() if line.startswith(RUN_MARKER))
     assert json.loads(line[len(RUN_MARKER):]) == record
     assert record["profile"] == "tiny" and record["device"] == "cpu" and 0 <= record["seconds"] < 60
+
+
+def test_the_package_docstring_lists_every_public_module():
+    import dpo_lab
+
+    modules = sorted(p.stem for p in Path(dpo_lab.__file__).parent.glob("*.py") if not p.stem.startswith("_"))
+    missing = [m for m in modules if f"``{m}``" not in dpo_lab.__doc__]
+    assert missing == [], f"dpo_lab/__init__.py does not list {missing}"
