@@ -313,7 +313,7 @@ def test_ink_and_gold_reward_by_hand():
                      torch.tensor([-1.0, -1.0, 1.0, 1.0]).view(1, 2, 2)])
     assert torch.allclose(G.ink(x), torch.tensor([0.0, 1.0, 0.5]))
 
-    class Uniform(nn.Module):  # logits 0 everywhere: log p = -log 10 for every class
+    class Uniform(nn.Module):  # logits 0 everywhere: p = 1/10 for every class
         def __init__(self):
             super().__init__()
             self.p = nn.Parameter(torch.zeros(()))
@@ -321,8 +321,11 @@ def test_ink_and_gold_reward_by_hand():
         def forward(self, x):
             return torch.zeros(x.shape[0], 10) + 0 * self.p
 
-    r = G.gold_reward(x, torch.tensor([0, 1, 2]), Uniform(), guard_weight=0.1)
-    assert torch.allclose(r, torch.tensor([0.0, 1.0, 0.5]) - 0.1 * math.log(10), atol=1e-6)
+    # crisp = 1 for all three (every pixel is paper or ink). Stray: paper 0; full ink: every pixel has
+    # 3 inked neighbours -> 0; the two-pixel bar: each inked pixel has 1 inked neighbour -> 0.
+    # Too bold past ink_max = 0.6 with width 0.2: only the full image, ((1 - 0.6) / 0.2)^2 = 4.
+    r = G.gold_reward(x, torch.tensor([0, 1, 2]), Uniform(), ink_max=0.6, width=0.2)
+    assert torch.allclose(r, torch.tensor([0.1, 0.1 - 4.0, 0.1]), atol=1e-6)
 
 
 def test_make_pairs_and_win_rate_by_hand():

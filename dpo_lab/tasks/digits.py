@@ -1,5 +1,5 @@
-"""The digits task of notebook 06: images of handwritten digits, a gold "boldness" reward
-guarded by a digit classifier, and preference pairs made from it.
+"""The digits task of notebook 06: images of handwritten digits, a gold reward made of several
+features that trade off, a proxy reward that can be gamed, and preference pairs made from them.
 
 * ``tiny`` profile: scikit-learn's bundled 8x8 digits (1,797 images, no download).
 * ``full`` profile: MNIST (28x28) from the Hugging Face Hub (``ylecun/mnist``), or any
@@ -7,15 +7,22 @@ guarded by a digit classifier, and preference pairs made from it.
   ``label``: an int), through the same loader and the same schema mapping.
 
 Images are tensors ``(N, 1, H, W)`` in ``[-1, 1]`` (-1 is paper, +1 is ink), labels are
-``(N,)`` int64. The gold reward of an image x prompted with class c is
+``(N,)`` int64. With u the pixel intensities in [0, 1], the gold reward of an image x
+prompted with class c is (:func:`gold_reward`)
 
-    r(x, c) = ink(x) + lambda * log p_clf(c | x)
+    r(x, c) = p_clf(c | x) * (crisp(x) - stray(x)) - ((ink(x) - ink_max)_+ / width)^2
 
-``ink`` (stroke boldness) is the mean pixel intensity in [0, 1], something you can see
-in the pictures; ``log p_clf(c | x)`` is the log-probability a digit classifier, trained
-on real digits, gives the prompted class. The guard costs little while the digit is
-clearly a c (log p near 0) and a lot once it is not, so a bolder digit wins only while
-it stays that digit.
+* ``p_clf(c | x)``: the probability a digit classifier, trained on real digits, gives the
+  prompted class. It multiplies the quality term, so a digit that is not a c earns nothing.
+* ``crisp(x) = mean |2u - 1|``: 1 when every pixel is clean paper or full ink, 0 when all are grey.
+* ``stray(x)``: ink with no ink around it, sum_ij u_ij * (1 - n_ij)_+, where n_ij is the ink of
+  the 8 neighbours of pixel ij: the specks a diffusion model leaves on the paper.
+* ``ink(x) = mean u`` (stroke boldness) costs nothing up to ``ink_max`` (the notebook takes
+  the 99th percentile of real digits) and quadratically beyond.
+
+The features pull against each other: more ink makes strokes crisper but adds specks and,
+past ``ink_max``, costs; darkening the whole image greys the paper (less crisp) and adds ink.
+So no single direction, such as "darker", raises the reward everywhere.
 """
 
 from __future__ import annotations
@@ -190,10 +197,63 @@ def ink(images: torch.Tensor) -> torch.Tensor:
     return to_unit_range(images).flatten(1).mean(1).cpu()
 
 
-def gold_reward(images: torch.Tensor, labels: torch.Tensor, classifier: nn.Module,
-                guard_weight: float = 0.1) -> torch.Tensor:
-    """``r(x, c) = ink(x) + guard_weight * log p_clf(c | x)``, one value an image (module docstring)."""
-    return ink(images) + guard_weight * class_logprob(classifier, images, labels)
+def crispness(images: torch.Tensor) -> torch.Tensor:
+    """``mean_ij |2 u_ij - 1|`` with u in [0, 1]: 1 for pure paper and ink, 0 for all grey; shape ``(N,)``."""
+    return (2 * to_unit_range(images) - 1).abs().flatten(1).mean(1).cpu()
+
+
+def stray_ink(images: torch.Tensor) -> torch.Tensor:
+    """Ink with no ink next to it, ``sum_ij u_ij * (1 - n_ij)_+``, shape ``(N,)``.
+
+    ``n_ij`` is the summed intensity of the 8 neighbours of pixel ij (paper outside the image).
+    A pixel inside a stroke has at least one full pixel of ink around it and counts 0; a lone
+    speck of ink ``u`` on clean paper counts ``u``. In pixels of ink, summed over the image.
+    """
+    u = to_unit_range(images.float()).cpu()
+    kernel = torch.ones(1, 1, 3, 3)
+    kernel[0, 0, 1, 1] = 0
+    neighbours = F.conv2d(u.flatten(0, 1)[:, None], kernel, padding=1).view_as(u)
+    return (u * (1 - neighbours).clamp(min=0)).flatten(1).sum(1)
+
+
+def ink_limit(images: torch.Tensor, quantile: float = 0.99) -> float:
+    """The ``quantile`` of real digits' :func:`ink`: the boldness above which the gold reward charges."""
+    if not 0 < quantile <= 1:
+        raise ValueError(f"quantile must lie in (0, 1], got {quantile}")
+    return torch.quantile(ink(images), quantile).item()
+
+
+def gold_features(images: torch.Tensor, labels: torch.Tensor, classifier: nn.Module) -> dict[str, torch.Tensor]:
+    """The four features of the gold reward, one ``(N,)`` tensor each: ``p_class``, ``crisp``,
+    ``stray`` and ``ink``."""
+    return {"p_class": class_logprob(classifier, images, labels).exp(), "crisp": crispness(images),
+            "stray": stray_ink(images), "ink": ink(images)}
+
+
+def gold_reward(images: torch.Tensor, labels: torch.Tensor, classifier: nn.Module, ink_max: float,
+                width: float = 0.1) -> torch.Tensor:
+    """``r(x, c) = p_clf(c | x) * (crisp(x) - stray(x)) - ((ink(x) - ink_max)_+ / width)^2``.
+
+    One value an image; the features and why they trade off are in the module docstring.
+    ``ink_max`` is a boldness real digits rarely exceed (:func:`ink_limit`); ``width`` is how far
+    past it the penalty reaches 1.
+    """
+    if width <= 0:
+        raise ValueError(f"width must be positive, got {width}")
+    f = gold_features(images, labels, classifier)
+    too_bold = ((f["ink"] - ink_max).clamp(min=0) / width) ** 2
+    return f["p_class"] * (f["crisp"] - f["stray"]) - too_bold
+
+
+def proxy_reward(images: torch.Tensor, labels: torch.Tensor, classifier: nn.Module,
+                 bold_bonus: float = 4.0) -> torch.Tensor:
+    """A gameable stand-in for the gold reward: ``p_clf(c | x) * crisp(x) + bold_bonus * ink(x)``.
+
+    A judge who likes recognisable, crisp and bold digits, but does not look for stray specks
+    and has no upper limit on boldness: the two things :func:`gold_reward` charges for.
+    """
+    f = gold_features(images, labels, classifier)
+    return f["p_class"] * f["crisp"] + bold_bonus * f["ink"]
 
 
 def make_pairs(images_a: torch.Tensor, images_b: torch.Tensor, rewards_a: torch.Tensor,
