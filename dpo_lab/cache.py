@@ -1,9 +1,10 @@
 """A small cache under ``runs/`` for work several notebooks share (an SFT model, pairs).
 
 A cache entry is a folder ``runs/<name>-<key>``, where ``key`` hashes everything that
-decides its contents (the config dict, and whatever the caller adds, such as the
-tokenizer's files and the generator version). Change any of it and the key changes,
-so a stale entry is never reused; delete ``runs/`` to rebuild everything.
+decides its contents (the config dict, and whatever the caller adds: the tokenizer's files,
+the generator version, and the source of the modules that produce it, :func:`code_version`).
+Change any of it and the key changes, so a stale entry is never reused; delete ``runs/``
+to rebuild everything.
 
 CI executes two notebooks at a time, and notebooks 02, 03, 07 and 08 share one SFT model.
 So an entry is built under a lock (the second notebook waits, then loads what the first
@@ -41,6 +42,25 @@ def file_digest(*paths: Path) -> str:
             digest.update(file.name.encode())
             digest.update(file.read_bytes())
     return digest.hexdigest()[:12]
+
+
+def code_version(*modules: str) -> str:
+    """A digest of the source of ``dpo_lab`` modules (``"train"``, ``"models"``...), for cache keys.
+
+    A cached model depends on the code that trained it as much as on its config: after a fix
+    to the training loop an entry keyed on the config alone would be silently reused. Put the
+    modules that produce an entry in its key, and a change to any of them rebuilds it.
+    """
+    package = Path(__file__).resolve().parent
+    paths = [package / f"{name.replace('.', '/')}.py" for name in modules]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"code_version: no dpo_lab module at {missing}")
+    return file_digest(*paths)
+
+
+#: the modules whose source decides what an SFT model learns (load, tokenize, train, precision)
+SFT_CODE = ("models", "collate", "logprobs", "precision", "train")
 
 
 def runs_dir() -> Path:

@@ -63,3 +63,19 @@ def test_a_crashed_build_leaves_no_entry(tmp_path, monkeypatch):
     assert (result, hit) == ("built", False)
     assert cached("demo", {"a": 2}, _build_slowly, _load)[::2] == ("weights", True)
     assert sorted(p.name for p in folder.iterdir()) == ["cache_key.json", "log", "model.bin"]
+
+
+def test_code_version_follows_the_source_of_its_modules(tmp_path, monkeypatch):
+    import dpo_lab.cache as cache_mod
+
+    assert cache_mod.code_version("train") != cache_mod.code_version("models")
+    assert cache_mod.code_version(*cache_mod.SFT_CODE) == cache_mod.code_version(*cache_mod.SFT_CODE)
+    # a copy of two modules, one of them edited: the digest changes
+    for name in ("train", "models"):
+        (tmp_path / f"{name}.py").write_text((Path(cache_mod.__file__).parent / f"{name}.py").read_text())
+    monkeypatch.setattr(cache_mod, "__file__", str(tmp_path / "cache.py"))
+    before = cache_mod.code_version("train", "models")
+    (tmp_path / "train.py").write_text((tmp_path / "train.py").read_text() + "\n# a fix\n")
+    assert cache_mod.code_version("train", "models") != before
+    with pytest.raises(FileNotFoundError, match="no dpo_lab module"):
+        cache_mod.code_version("no_such_module")

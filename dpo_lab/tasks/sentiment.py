@@ -263,7 +263,7 @@ def sft_model(cfg: dict, tokenizer, progress: bool = True, device=None):
     just the BOS token), so the model can continue any opening.
     Returns ``(model, folder)``.
     """
-    from dpo_lab.cache import cached, file_digest
+    from dpo_lab.cache import SFT_CODE, cached, code_version, file_digest
     from dpo_lab.env import get_device
     from dpo_lab.models import load_model, load_trained
     from dpo_lab.train import train_sft
@@ -274,7 +274,8 @@ def sft_model(cfg: dict, tokenizer, progress: bool = True, device=None):
     spec = {k: cfg.get(k) for k in keys}
     local = Path(tokenizer.name_or_path)
     # a local tokenizer is keyed by its files (not its absolute path); a Hub one by its name
-    spec.update(task="sentiment", generator=GENERATOR_VERSION,
+    # the code that trains it is part of what produced it: a fix to the loop retrains the model
+    spec.update(task="sentiment", generator=GENERATOR_VERSION, code=code_version(*SFT_CODE),
                 tokenizer=file_digest(local) if local.exists() else tokenizer.name_or_path)
 
     def build(folder):

@@ -210,7 +210,7 @@ def sft_model(cfg: dict, tokenizer, progress: bool = True, device=None):
     """
     import torch
 
-    from dpo_lab.cache import cached, file_digest
+    from dpo_lab.cache import SFT_CODE, cached, code_version, file_digest
     from dpo_lab.env import get_device
     from dpo_lab.models import load_model, load_trained
     from dpo_lab.train import train_sft
@@ -220,7 +220,8 @@ def sft_model(cfg: dict, tokenizer, progress: bool = True, device=None):
             "max_length", "seed"]
     spec = {k: cfg.get(k) for k in keys}
     local = Path(tokenizer.name_or_path)
-    spec.update(task="summarization", generator=GENERATOR_VERSION,
+    # the code that trains it is part of what produced it: a fix to the loop retrains the model
+    spec.update(task="summarization", generator=GENERATOR_VERSION, code=code_version(*SFT_CODE),
                 tokenizer=file_digest(local) if local.exists() else tokenizer.name_or_path)
 
     def build(folder):
