@@ -1,6 +1,7 @@
 """The moderation task: verdict parser, FLAG metrics by hand, pairs, generator, controls, SMS Spam mapping."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -234,3 +235,23 @@ def test_bow_classifier_separates_an_easy_case():
     out = predict(["win a fee prize", "lunch at noon"])
     assert [mod.parse_verdict(o).decision for o in out] == ["flag", "allow"]
     assert np.allclose(mod.flag_metrics(labels, predict(texts))["f1"], 1.0)
+
+
+def test_the_sweep_uses_the_notebooks_settings():
+    """The validation sweep must train the SFT policy and DPO as notebook 09's tiny profile does."""
+    import nbformat
+
+    from dpo_lab.tasks import moderation_sweep
+    from dpo_lab.tasks.moderation_sweep import GRID, SETTINGS
+
+    path = Path(__file__).resolve().parent.parent / "notebooks" / "09_content_moderation.ipynb"
+    cell = next(c.source for c in nbformat.read(str(path), as_version=4).cells
+                if c.cell_type == "code" and "CONFIGS = {" in c.source)
+    namespace = {"info": {"device": "cpu"}, "pick_config": lambda configs: configs["tiny"]}
+    exec(compile(cell, str(path), "exec"), namespace)
+    tiny = namespace["CONFIGS"]["tiny"]
+    assert {k: tiny[k] for k in SETTINGS} == SETTINGS
+    # the notebook's DPO settings are points of the grid
+    assert tiny["headline_beta"] in GRID["beta"] and tiny["headline_lr"] in GRID["dpo_lr"]
+    assert tiny["dpo_epochs"] in GRID["dpo_epochs"] and tiny["construction"] in GRID["construction"]
+    assert "test" not in moderation_sweep.main.__code__.co_consts  # it never loads the test split
