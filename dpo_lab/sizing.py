@@ -619,8 +619,10 @@ def _nb09(cfg):
     m, new, p = cfg["model"], cfg["max_new_tokens"], SMS_PROMPT
     seq = p + new + 1
     n_pairs = cfg["n_prefs"]
-    runs = 1 + len(cfg["betas"]) + len(cfg["constructions"])
-    n_samples = n_pairs * cfg["samples_per_prompt"] + cfg["n_test"] * (runs + 2 + cfg["rerank_n"])
+    # one DPO run, and its controls on the same pairs for the same steps (SFT on the chosen verdicts, a
+    # classifier head on the prompts), each lighter than a DPO run: sized as a second run
+    runs = 2
+    n_samples = n_pairs * cfg["samples_per_prompt"] + cfg["n_test"] * (3 + cfg["rerank_n"])
     return [
         Stage("09", "SFT", ("train", ("sft", m, _micro(cfg, "sft"), seq, p)), [],
               train_tokens=cfg["n_sft"] * cfg["sft_epochs"] * seq),

@@ -1,29 +1,49 @@
-"""Content moderation as text generation: read a message, write a verdict.
+"""Content moderation as text generation: read a message in its thread, write a verdict.
 
-A policy reads a message and writes one line::
+A policy reads a message (with its sender and the previous message of its thread) and
+writes one line::
 
     FLAG <category>: <reason>      (category: phishing, scam or spam)
     ALLOW: <reason>
 
 The domain is kept classroom-safe on purpose: spam, scams and phishing against ordinary
 messages; no slurs, no graphic content. Two sources, one schema (a record is
-``{"text", "label", "category", "subtype", "hard", "verdict"}``, ``label`` is ``"flag"`` or
-``"allow"``, ``verdict`` the gold verdict line):
+``{"thread", "sender", "text", "label", "verdict", "category", "family", "subtype",
+"relation", "hard", "annotated_label", "annotated_verdict", "noisy"}``; ``label`` is
+``"flag"`` or ``"allow"``):
 
-* ``tiny``: :func:`generate_messages`, a seeded template generator (shipped as
-  ``data/moderation_messages.jsonl``; rebuild with ``python -m dpo_lab.tasks.moderation``).
-  It includes *hard cases*: legitimate messages that look like scams (a bank notice, a
-  real raffle prize, a friend asking to be paid back) and scams without the obvious words
-  (a "new number" plea, a request to read back a code).
+* ``tiny``: :func:`generate_messages`, a seeded generator (shipped as
+  ``data/moderation_messages.jsonl``; rebuild with ``python -m dpo_lab.tasks.moderation``)
+  built so that **the verdict depends on what a bag of words cannot see**. Three of its five
+  families come in a harmful and a harmless form that use the same words:
+
+  - ``domain``: an account notice from ``<org>.com`` with a link to ``<org2>.com``: phishing
+    when the link's domain is not the sender's, a real notice when it is (the same tokens,
+    matched or not);
+  - ``order``: a notice with two instructions, "do not <verb> the <object>, <verb> the
+    <object>": phishing when the risky object (the link, the numbers) is the one you are told
+    to use, a real warning when it is the one after "do not" (the same words, in another order);
+  - ``thread``: "can you return the 20 for the film?" after "tom: I paid for the film, it was
+    20": a friend settling a cost when tom sends it, a scam when someone else does (the
+    previous message of the thread decides).
+
+  The other two are easy: ordinary messages and plain spam. The share of harmful messages is
+  :data:`PREVALENCE` (a realistic minority), and a share :data:`NOISE_RATE` of the labels an
+  annotator wrote are flipped: ``label``/``verdict`` are the true (noise-free) ones, used to
+  score; ``annotated_label``/``annotated_verdict`` what a learner trains on; ``noisy`` marks
+  the flips, so the two can be reported apart. Every word is one the course tokenizer knows
+  (one token, or two or three for a few names and verbs: :func:`word_token_counts`).
 * ``full``: the SMS Spam Collection (Almeida, Gomez Hidalgo & Yamakami, DocEng 2011) from
   the Hub, :data:`HUB_DATASET`, mapped by :func:`map_sms_spam`. It has only ham/spam
-  labels, so its verdicts have one category (spam) and one fixed reason a class.
+  labels, so its verdicts have one category (spam) and one fixed reason a class; it has no
+  thread and no sender, and its prevalence is the collection's own (about 13% spam): no
+  prevalence control, and its label noise is unknown (``noisy`` is False throughout).
 
 Evaluation: :func:`parse_verdict` reads an output; an output it cannot read is *counted*
 as unparseable, never dropped. :func:`flag_metrics` gives precision, recall and F1 for
-FLAG (the positive class) and a confusion matrix whose third column is the unparseable
-outputs: an unparseable answer on a scam is a miss, on an ordinary message it is not a
-false flag.
+FLAG (the positive class), the wrong verdicts and the unparseable outputs apart, and a
+confusion matrix whose third column is the unparseable outputs: an unparseable answer on a
+scam is a miss, on an ordinary message it is not a false flag.
 """
 
 from __future__ import annotations
@@ -38,11 +58,16 @@ import numpy as np
 from dpo_lab.paths import data_path
 
 DATA_PATH = data_path("moderation_messages.jsonl")  # shipped with the package (dpo_lab.paths)
-GENERATOR_VERSION = 1  # bump when the generator changes
-N_MESSAGES = 1500
-# the shipped file is one list; these are its splits (demonstrations, preference prompts, held out)
-SPLITS = {"sft": (0, 600), "prefs": (600, 1100), "test": (1100, 1500)}
+GENERATOR_VERSION = 2  # bump when the generator changes (2: relations, prevalence, label noise)
+N_MESSAGES = 2000
+# the shipped file is one list; these are its splits (demonstrations, preference messages,
+# validation for choosing hyper-parameters, held out for the headline numbers)
+SPLITS = {"sft": (0, 600), "prefs": (600, 1100), "val": (1100, 1400), "test": (1400, 2000)}
+# the Hub source has one split: shuffled with a seed and cut at these shares of its rows
+HUB_SHARES = {"sft": (0.0, 0.35), "prefs": (0.35, 0.7), "val": (0.7, 0.8), "test": (0.8, 1.0)}
 CATEGORIES = ("phishing", "scam", "spam")
+PREVALENCE = 0.2  # share of harmful messages: most of a real queue is harmless
+NOISE_RATE = 0.04  # share of annotated labels that are flipped (the annotator's mistakes)
 
 # Hub source of the full profile. The Hub card lists its licence as "unknown"; the UCI Machine
 # Learning Repository, which distributes the same collection, lists it under CC BY 4.0.
@@ -50,129 +75,137 @@ HUB_DATASET = "ucirvine/sms_spam"
 HUB_LICENCE = "CC BY 4.0 (UCI Machine Learning Repository; the Hub card says 'unknown')"
 SMS_SPAM_VERDICTS = {"flag": "FLAG spam: unsolicited bulk message", "allow": "ALLOW: ordinary personal message"}
 
-# --- fillers --------------------------------------------------------------------------------
-NAMES = ["Sam", "Alex", "Priya", "Tom", "Mia", "Leo", "Nora", "Omar", "Jess", "Ben", "Ana", "Kai"]
-BANKS = ["City Bank", "North Bank", "Cedar Bank", "Union Bank"]
-SERVICES = ["mail", "music", "cloud", "photo", "shop"]
-SITES = ["secure-login.co", "account-check.net", "verify-now.info", "my-acct-help.com", "claim-desk.biz"]
-SHOPS = ["Bookly", "FreshMart", "SportsHub", "PetPal", "HomeNest"]
-PRIZES = ["new phone", "tablet", "holiday", "bike", "100 voucher"]
-AMOUNTS = ["5", "20", "45", "80", "150", "300"]
-PLACES = ["the library", "the cafe", "the park", "the station", "room 12"]
-TIMES = ["9", "10", "noon", "3", "5", "6"]
-DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
-ITEMS = ["charger", "notes", "calculator", "book", "ball", "keys"]
-PRODUCTS = ["tea", "phone case", "face cream", "app", "game"]
-# a sign-off shared by every kind of message, so no single word gives the label away
-SIGN_OFFS = ["", "", " Thanks.", " Cheers, {name}.", " Have a good day.", " Speak soon.", " Regards."]
+# --- the words: every one is a word the course tokenizer knows (see word_token_counts) -------
+ORGS = ["city", "film", "music", "book", "flight", "theater", "movie", "company"]
+PEOPLE = ["tom", "max", "sam", "leo", "ben"]
+EVENTS = ["film", "movie", "lunch", "flight", "theater", "music"]
+AMOUNTS = ["10", "12", "15", "20", "25", "30"]
+WHEN = ["today", "this week", "tomorrow", "on Sunday", "after the weekend", "next week"]
+PATHS = ["verify", "update", "account", "report"]
+RISKY = ["link", "numbers"]  # what a phisher wants you to use
+SAFE = ["report", "review", "update"]
+VERBS = ["open", "read", "see", "return"]  # drawn independently of the objects: no verb gives the label away
 
-
-def _fill(rng: random.Random, template: str) -> str:
-    pools = {"name": NAMES, "bank": BANKS, "service": SERVICES, "site": SITES, "shop": SHOPS, "prize": PRIZES,
-             "amount": AMOUNTS, "place": PLACES, "time": TIMES, "day": DAYS, "item": ITEMS, "product": PRODUCTS}
-    return re.sub(r"\{(\w+)\}", lambda m: rng.choice(pools[m.group(1)]), template)
-
-
-@dataclass(frozen=True)
-class Subtype:
-    """One kind of message: its label, category, the reason a good verdict gives, templates.
-
-    ``lookalike`` is the plausible *wrong* verdict for it: for a scam the verdict that misses
-    it, for a legitimate message the false flag its surface invites.
-    """
-
-    name: str
-    label: str  # "flag" or "allow"
-    category: str  # one of CATEGORIES, or "none"
-    reason: str
-    hard: bool
-    weight: int
-    templates: tuple[str, ...]
-    lookalike: str
-
-    @property
-    def verdict(self) -> str:
-        return f"FLAG {self.category}: {self.reason}" if self.label == "flag" else f"ALLOW: {self.reason}"
-
-
-SUBTYPES = (
-    Subtype("login_link", "flag", "phishing", "asks you to log in through a link", False, 3, (
-        "Your {bank} account is locked. Log in at {site} within 24 hours to keep it open.",
-        "Security alert: new sign-in on your {service} account. Confirm your password at {site} now.",
-        "{bank}: we could not verify you. Update your details at {site} today or lose access.",
-    ), "ALLOW: a notice that asks for nothing"),
-    Subtype("code_request", "flag", "phishing", "asks for a one-time code", True, 2, (
-        "Hi {name}, I sent a six digit code to your phone by mistake, can you read it back to me?",
-        "This is {bank} support. To stop the payment, reply with the number we just texted you.",
-        "Oops, my code went to your phone. Just send me the digits, {name}, thanks!",
-    ), "ALLOW: ordinary personal message"),
-    Subtype("prize_fee", "flag", "scam", "asks for a fee to claim a prize", False, 3, (
-        "Congratulations! You won a {prize}. Pay a {amount} handling fee at {site} to claim it.",
-        "WINNER! Your number was drawn for a {prize}. Send {amount} today to release your prize.",
-    ), "ALLOW: a known prize with nothing to pay"),
-    Subtype("gift_cards", "flag", "scam", "asks for payment in gift cards", False, 2, (
-        "This is your manager. I need four {shop} gift cards for a client today, send me the codes.",
-        "Your tax bill is overdue. Pay {amount} in {shop} gift cards within one hour.",
-    ), "ALLOW: ordinary personal message"),
-    Subtype("new_number", "flag", "scam", "a stranger asks for money", True, 2, (
-        "Hi mum, this is my new number, my phone broke. Can you send {amount} to my friend today?",
-        "Hey, it is {name}, I lost my wallet on the trip. Could you move {amount} to this account tonight?",
-        "Hello dear, we met online last month. I am stuck at the airport and need {amount} for a ticket.",
-    ), "ALLOW: a friend settling a shared cost"),
-    Subtype("promo", "flag", "spam", "unsolicited advertising", False, 3, (
-        "{shop} SALE! 50% off everything this weekend only. Reply STOP to opt out.",
-        "Best deals of the year at {shop}! Free delivery on all orders. Shop now before it ends!",
-    ), "ALLOW: ordinary personal message"),
-    Subtype("friendly_ad", "flag", "spam", "advertising dressed as a personal message", True, 2, (
-        "Hey {name}! Loved chatting. I found this amazing {product} at {shop}, you should try it too.",
-        "Hi, long time! I started selling {product} from home, want me to add you to my list?",
-    ), "ALLOW: ordinary personal message"),
-    Subtype("ordinary", "allow", "none", "ordinary personal message", False, 6, (
-        "Hi {name}, are we still meeting at {place} at {time}?",
-        "Can you bring the {item} to class tomorrow? I left mine at home.",
-        "Thanks for the help today, {name}. See you on {day}!",
-        "Running late, I will be at {place} around {time}.",
-        "Did you finish the homework? I am stuck on question 3.",
-    ), "FLAG spam: unsolicited advertising"),
-    Subtype("bank_notice", "allow", "none", "a notice that asks for nothing", True, 2, (
-        "{bank}: your monthly statement is ready in the app. We will never ask for your password.",
-        "{bank}: a payment of {amount} was made on {day}. If this was you, no action is needed.",
-    ), "FLAG phishing: asks you to log in through a link"),
-    Subtype("real_prize", "allow", "none", "a known prize with nothing to pay", True, 2, (
-        "{name}, you won the {prize} in the school raffle! Collect it from the office on {day}.",
-        "Well done {name}, your poster won first prize. The certificate is at reception.",
-    ), "FLAG scam: asks for a fee to claim a prize"),
-    Subtype("repay_friend", "allow", "none", "a friend settling a shared cost", True, 2, (
-        "Hi {name}, the concert tickets came to {amount} each. Pay me back whenever, no rush.",
-        "Pizza was {amount} in total, so you owe me half. Thanks for coming, {name}!",
-    ), "FLAG scam: a stranger asks for money"),
-    Subtype("delivery", "allow", "none", "a delivery update with no fee", True, 1, (
-        "Your {shop} order will arrive on {day} before {time}. No action is needed.",
-        "{shop}: your parcel was left at {place}. Have a nice day!",
-    ), "FLAG scam: asks for a fee to claim a prize"),
+ORDINARY = (
+    "are we still meeting for lunch tomorrow ?",
+    "thanks for the update , see you next week .",
+    "the film was great , we loved the music .",
+    "I will be at the office after lunch .",
+    "the flight is at night , see you on Sunday .",
+    "I read the book , the ending was really good .",
+    "we watched the movie last night , it was funny .",
+    "the meeting is still on for next week .",
+    "here is the link to the review : {org}.com/review",
+    "I paid for the {event} , see you there {when} .",
 )
-SUBTYPE_BY_NAME = {s.name: s for s in SUBTYPES}
+# the previous message of an ordinary thread (often none); money and names appear here too
+PRIOR = ("the {event} was great last night .", "see you at the office tomorrow .",
+         "thanks for lunch , it was really good .", "I paid for the {event} , it was {amount} .")
+SPAM = ("new this week : the best {event} of the year for a small total ! open {org}.com/deal now .",
+        "great value ! the best {event} of the year , see {org}.com/deal this weekend .",
+        "new this weekend : a {event} for {amount} . open {org}.com/deal {when} !")
+DOMAIN = ("Your account has been suspended . Click the link to verify it {when} : {dom}.com/{path}",
+          "Your {org} account update is ready . read it {when} at {dom}.com/{path}",
+          "This is the {org} office . Your account is open , see {dom}.com/{path} {when} .",
+          "Your {org} account has a new report . see it at {dom}.com/{path} {when} .")
+ORDER = ("the {org} office says : do not {v1} the {o1} in this message , {v2} the {o2} in this message .",
+         "This is the {org} office : do not {v1} the {o1} now , {v2} the {o2} now .")
+THREAD = ("can you return the {amount} for the {event} {when} ?",
+          "I still need the {amount} for the {event} , can you return it {when} ?")
+
+# the gold verdict of each family and side: (harmful, harmless)
+VERDICTS = {
+    "ordinary": (None, "ALLOW: a friend's message"),
+    "spam": ("FLAG spam: it is an ad", None),
+    "domain": ("FLAG phishing: link not from the sender", "ALLOW: the link is the sender's"),
+    "order": ("FLAG phishing: it asks you to use the {risky}", "ALLOW: it says not to use the {risky}"),
+    "thread": ("FLAG scam: the sender did not pay", "ALLOW: the sender paid for it"),
+}
+RELATION = {"ordinary": "none", "spam": "none", "domain": "domain", "order": "order", "thread": "thread"}
+# the mix of families within each label (harmful messages, harmless messages)
+FLAG_FAMILIES = {"spam": 0.2, "domain": 0.3, "order": 0.25, "thread": 0.25}
+ALLOW_FAMILIES = {"ordinary": 0.55, "domain": 0.15, "order": 0.15, "thread": 0.15}
 
 
-def generate_messages(n: int = N_MESSAGES, seed: int = 0) -> list[dict]:
-    """``n`` seeded messages ``{"text", "label", "category", "subtype", "hard", "verdict"}``.
+def _message(rng: random.Random, family: str, harmful: bool) -> dict:
+    """One message of ``family``, harmful or not: thread, sender, text and the gold verdict."""
+    org, event, amount, when = rng.choice(ORGS), rng.choice(EVENTS), rng.choice(AMOUNTS), rng.choice(WHEN)
+    thread, fill = "None", {}
+    if family == "ordinary":
+        sender = rng.choice(PEOPLE)
+        if rng.random() < 0.5:  # a previous message from anyone: a thread alone says nothing
+            prior = rng.choice(PRIOR).format(event=rng.choice(EVENTS), amount=rng.choice(AMOUNTS))
+            thread = f"{rng.choice(PEOPLE)} : {prior}"
+        text = rng.choice(ORDINARY).format(org=org, event=event, when=when)
+    elif family == "spam":
+        sender = f"{org}.com"
+        text = rng.choice(SPAM).format(org=org, event=event, amount=amount, when=when)
+    elif family == "domain":
+        # the same words either way: only whether the link's domain equals the sender's differs
+        sender = f"{org}.com"
+        dom = rng.choice([o for o in ORGS if o != org]) if harmful else org
+        text = rng.choice(DOMAIN).format(org=org, dom=dom, when=when, path=rng.choice(PATHS))
+    elif family == "order":
+        # the same words either way: only which object follows "do not" differs
+        sender = f"{org}.com"
+        risky, safe = rng.choice(RISKY), rng.choice(SAFE)
+        first, second = (safe, risky) if harmful else (risky, safe)
+        text = rng.choice(ORDER).format(org=org, v1=rng.choice(VERBS), v2=rng.choice(VERBS), o1=first, o2=second)
+        fill = {"risky": risky}
+    elif family == "thread":
+        # the same words either way: only whether the sender is the one who paid differs
+        payer = rng.choice(PEOPLE)
+        sender = rng.choice([p for p in PEOPLE if p != payer]) if harmful else payer
+        thread = f"{payer} : I paid for the {event} , it was {amount} ."
+        text = rng.choice(THREAD).format(amount=amount, event=event, when=when)
+    else:
+        raise ValueError(f"unknown family {family!r}; expected one of {sorted(VERDICTS)}")
+    verdict = VERDICTS[family][0 if harmful else 1].format(**fill)
+    lookalike = VERDICTS[family][1 if harmful else 0]
+    if lookalike is None:  # the easy families: the other side's plain verdict
+        lookalike = VERDICTS["ordinary"][1] if harmful else VERDICTS["spam"][0]
+    return {"thread": thread, "sender": sender, "text": text, "verdict": verdict,
+            "lookalike": lookalike.format(**fill)}
 
-    A subtype is drawn with probability proportional to its ``weight`` (a bit over half the
-    messages are flagged, over a third are hard cases), then a template, fillers and a
-    sign-off. Every text is distinct (a repeat is drawn again), so no held-out message is
-    also a training message.
+
+def generate_messages(n: int = N_MESSAGES, seed: int = 0, prevalence: float = PREVALENCE,
+                      noise_rate: float = NOISE_RATE) -> list[dict]:
+    """``n`` seeded, distinct messages in their thread, a share ``prevalence`` of them harmful.
+
+    Each message: draw harmful (probability ``prevalence``), then a family from
+    :data:`FLAG_FAMILIES` or :data:`ALLOW_FAMILIES`, then its words; a repeat of an earlier
+    (thread, sender, text) is drawn again with the same label, so no held-out message is also a
+    training message and the prevalence stays as drawn. Then the annotator's copy of the label
+    is flipped with probability ``noise_rate`` (its verdict becomes the family's other verdict).
     """
+    if not 0 < prevalence < 1:
+        raise ValueError(f"prevalence must be between 0 and 1, got {prevalence}")
+    if not 0 <= noise_rate < 0.5:
+        raise ValueError(f"noise_rate must be in [0, 0.5), got {noise_rate}")
     rng = random.Random(seed)
-    weights = [s.weight for s in SUBTYPES]
     records, seen = [], set()
     while len(records) < n:
-        sub = rng.choices(SUBTYPES, weights=weights)[0]
-        text = _fill(rng, rng.choice(sub.templates) + rng.choice(SIGN_OFFS))
-        if text in seen:
-            continue
-        seen.add(text)
-        records.append({"text": text, "label": sub.label, "category": sub.category, "subtype": sub.name,
-                        "hard": sub.hard, "verdict": sub.verdict})
+        harmful = rng.random() < prevalence
+        families = FLAG_FAMILIES if harmful else ALLOW_FAMILIES
+        while True:
+            family = rng.choices(list(families), weights=list(families.values()))[0]
+            msg = _message(rng, family, harmful)
+            key = (msg["thread"], msg["sender"], msg["text"])
+            if key not in seen:
+                break
+        seen.add(key)
+        noisy = rng.random() < noise_rate
+        label = "flag" if harmful else "allow"
+        verdict = msg["verdict"]
+        records.append({
+            "thread": msg["thread"], "sender": msg["sender"], "text": msg["text"],
+            "label": label, "verdict": verdict, "category": parse_verdict(verdict).category or "none",
+            "family": family, "subtype": f"{family}_{label}", "relation": RELATION[family],
+            "hard": RELATION[family] != "none",
+            "annotated_label": ("allow" if harmful else "flag") if noisy else label,
+            "annotated_verdict": msg["lookalike"] if noisy else verdict, "noisy": noisy,
+            "lookalike": msg["lookalike"],
+        })
     return records
 
 
@@ -183,11 +216,34 @@ def write_messages(path: Path = DATA_PATH, n: int = N_MESSAGES, seed: int = 0) -
     return save_jsonl(generate_messages(n, seed), path)
 
 
+def word_token_counts(tokenizer, texts: list[str]) -> dict[str, int]:
+    """Tokens each distinct word of ``texts`` takes (encoded with its leading space, as in a sentence).
+
+    Words are the space-separated pieces with punctuation, ``.com/...`` and ``'s`` cut off, so this
+    measures how well the course tokenizer knows the *words* of the generated text.
+    """
+    words = set()
+    for text in texts:
+        for piece in text.split():
+            word = re.sub(r"(\.com.*|'s)$", "", piece).strip(".,:;!?/'")  # "city.com/x", "sender's": the word
+            if word:
+                words.add(word)
+    return {w: len(tokenizer.encode(" " + w, add_special_tokens=False)) for w in sorted(words)}
+
+
 # --- prompts and verdicts -------------------------------------------------------------------
 
-def to_prompt(text: str) -> str:
-    """The policy's prompt: the message, then ``Verdict:`` (the completion starts with a space)."""
-    return f"Message: {text}\nVerdict:"
+def to_prompt(message) -> str:
+    """The policy's prompt: thread, sender and message, then ``Verdict:`` (the completion starts with a space).
+
+    ``message`` is a record (its ``thread`` and ``sender`` lines are written when it has them;
+    an SMS Spam record has neither) or a bare message text.
+    """
+    if isinstance(message, str):
+        message = {"text": message}
+    lines = [f"{name}: {message[key]}" for name, key in (("Thread", "thread"), ("From", "sender"))
+             if message.get(key) is not None]
+    return "\n".join([*lines, f"Message: {message['text']}", "Verdict:"])
 
 
 def to_completion(verdict: str) -> str:
@@ -224,7 +280,7 @@ def parse_verdict(text: str) -> Verdict:
 
 
 def verdict_is_correct(text: str, record: dict) -> bool:
-    """The output agrees with the label *and* names the actual problem (the gold verdict line)."""
+    """The output agrees with the true label *and* names the actual problem (the gold verdict line)."""
     return text.strip().split("\n", 1)[0].strip() == record["verdict"]
 
 
@@ -241,7 +297,8 @@ def flag_metrics(labels: list[str], outputs: list[str]) -> dict:
 
     An unparseable output is counted (``unparseable``) and is neither a TP nor an FP: on a
     scam it lowers recall (a miss), on an ordinary message it does not lower precision.
-    A ratio with a zero denominator is 0.
+    ``wrong`` counts the verdicts that parsed and decided wrongly, apart from the unparseable
+    ones. A ratio with a zero denominator is 0.
     """
     if len(labels) != len(outputs):
         raise ValueError(f"{len(labels)} labels but {len(outputs)} outputs")
@@ -258,8 +315,20 @@ def flag_metrics(labels: list[str], outputs: list[str]) -> dict:
     recall = tp / n_flag if n_flag else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1, "tp": tp, "fp": fp,
-            "missed": n_flag - tp, "false_flags": fp, "unparseable": int(confusion[:, 2].sum()),
-            "confusion": confusion}
+            "missed": n_flag - tp, "false_flags": fp, "wrong": int(confusion[0, 1] + confusion[1, 0]),
+            "unparseable": int(confusion[:, 2].sum()), "confusion": confusion}
+
+
+def f1_from_decisions(is_flag, predicted_flag) -> float:
+    """F1 of FLAG from two boolean arrays (truth, prediction): 2 TP / (2 TP + FP + FN).
+
+    The same F1 as :func:`flag_metrics` (an unparseable output is a ``False`` prediction),
+    written on arrays so that :func:`dpo_lab.stats.bootstrap_interval` can resample it.
+    """
+    is_flag, predicted_flag = np.asarray(is_flag, dtype=bool), np.asarray(predicted_flag, dtype=bool)
+    tp = np.sum(is_flag & predicted_flag)
+    denominator = 2 * tp + np.sum(~is_flag & predicted_flag) + np.sum(is_flag & ~predicted_flag)
+    return float(2 * tp / denominator) if denominator else 0.0
 
 
 def mistake_cost(metrics: dict, n: int, cost_missed: float = 10.0, cost_false_flag: float = 1.0) -> float:
@@ -274,17 +343,23 @@ PAIR_CONSTRUCTIONS = ("both", "misses", "false_flags")
 def wrong_verdicts(record: dict) -> dict[str, str]:
     """Two kinds of wrong verdict for a record, for when the policy's own samples hold none.
 
-    ``"decision"``: the lookalike verdict (the miss of a scam, the false flag of a
-    lookalike legitimate message). ``"reason"``: the right decision with a wrong reason
-    (another category's verdict, or another legitimate reason).
+    ``"decision"``: the lookalike verdict (the other side of the message's family: the miss
+    of a scam, the false flag of a harmless lookalike). ``"reason"``: the same decision with
+    another family's reason. Both are wrong against the *annotated* label, the only one a
+    learner has.
     """
-    sub = SUBTYPE_BY_NAME.get(record["subtype"])
-    if sub is None:  # a Hub record (SMS Spam Collection): no kinds, so the other class's verdict
-        other = "allow" if record["label"] == "flag" else "flag"
-        same_side = [v.verdict for v in SUBTYPES if v.label == record["label"] and v.verdict != record["verdict"]]
-        return {"decision": SMS_SPAM_VERDICTS[other], "reason": same_side[hash_text(record["text"]) % len(same_side)]}
-    same_side = [s.verdict for s in SUBTYPES if s.label == sub.label and s.verdict != sub.verdict]
-    return {"decision": sub.lookalike, "reason": same_side[hash_text(record["text"]) % len(same_side)]}
+    label, verdict = record.get("annotated_label", record["label"]), record.get("annotated_verdict",
+                                                                               record["verdict"])
+    if "lookalike" not in record:  # a Hub record (SMS Spam Collection): the other class's verdict
+        other = "allow" if label == "flag" else "flag"
+        decision = SMS_SPAM_VERDICTS[other]
+    else:
+        flipped = record.get("noisy", False)  # the annotator's side is the other one: its lookalike is the gold
+        decision = record["verdict"] if flipped else record["lookalike"]
+    same_side = sorted({v.format(risky=RISKY[0]) for pair in VERDICTS.values() for v in pair
+                        if v is not None and parse_verdict(v.format(risky=RISKY[0])).decision == label
+                        and v.format(risky=RISKY[0]) != verdict})
+    return {"decision": decision, "reason": same_side[hash_text(record["text"]) % len(same_side)]}
 
 
 def hash_text(text: str) -> int:
@@ -294,16 +369,18 @@ def hash_text(text: str) -> int:
 
 def build_pairs(records: list[dict], samples: list[list[str]] | None = None, construction: str = "both",
                 reason_pairs: bool = True) -> tuple[list[dict], dict]:
-    """Verdict preference pairs: chosen = the gold verdict, rejected = a wrong one.
+    """Verdict preference pairs: chosen = the annotated verdict, rejected = a wrong one.
 
+    The annotator's label is all a learner has, so "wrong" is judged against
+    ``annotated_label`` (a flipped label makes a flipped pair: the label noise reaches DPO).
     ``samples[i]`` are the policy's own verdicts for ``records[i]`` (on-policy negatives);
     the rejected verdict is the first sample with a wrong *decision*, else (if
     ``reason_pairs``) the first with the right decision and a wrong reason, else a
-    :func:`wrong_verdicts` stand-in of the same kind. ``construction`` picks the records:
+    :func:`wrong_verdicts` stand-in with the wrong decision. ``construction`` picks the records:
 
     * ``"both"``: every record;
-    * ``"misses"``: only messages that should be flagged (teaches "do not let scams through");
-    * ``"false_flags"``: only legitimate messages (teaches "do not hold good messages").
+    * ``"misses"``: only messages annotated as harmful (teaches "do not let scams through");
+    * ``"false_flags"``: only messages annotated as harmless (teaches "do not hold good messages").
 
     Returns ``(pairs, report)``; the report counts where the rejected verdicts came from.
     """
@@ -314,20 +391,23 @@ def build_pairs(records: list[dict], samples: list[list[str]] | None = None, con
     keep = {"both": ("flag", "allow"), "misses": ("flag",), "false_flags": ("allow",)}[construction]
     pairs, report = [], {"on_policy_decision": 0, "on_policy_reason": 0, "stand_in": 0}
     for i, rec in enumerate(records):
-        if rec["label"] not in keep:
+        label = rec.get("annotated_label", rec["label"])
+        chosen = rec.get("annotated_verdict", rec["verdict"])
+        if label not in keep:
             continue
         own = samples[i] if samples is not None else []
-        wrong_decision = [t for t in own if parse_verdict(t).decision not in (rec["label"], None)]
-        wrong_reason = [t for t in own if parse_verdict(t).decision == rec["label"] and not verdict_is_correct(t, rec)]
+        first_lines = [t.strip().split("\n", 1)[0] for t in own]
+        wrong_decision = [t for t in first_lines if parse_verdict(t).decision not in (label, None)]
+        wrong_reason = [t for t in first_lines if parse_verdict(t).decision == label and t != chosen]
         if wrong_decision:
-            rejected, source = wrong_decision[0].strip().split("\n", 1)[0], "on_policy_decision"
+            rejected, source = wrong_decision[0], "on_policy_decision"
         elif reason_pairs and wrong_reason:
-            rejected, source = wrong_reason[0].strip().split("\n", 1)[0], "on_policy_reason"
+            rejected, source = wrong_reason[0], "on_policy_reason"
         else:
             rejected, source = wrong_verdicts(rec)["decision"], "stand_in"
         report[source] += 1
-        pairs.append({"prompt": to_prompt(rec["text"]), "chosen": to_completion(rec["verdict"]),
-                      "rejected": to_completion(rejected), "label": rec["label"]})
+        pairs.append({"prompt": to_prompt(rec), "chosen": to_completion(chosen),
+                      "rejected": to_completion(rejected), "label": label})
     return pairs, report
 
 
@@ -337,6 +417,8 @@ def map_sms_spam(row: dict) -> dict:
     """One row of ``ucirvine/sms_spam`` (``sms``: str, ``label``: 0 ham / 1 spam) to our record.
 
     ``label`` may also be the class name (``"ham"``/``"spam"``), as in a CSV or JSON export.
+    An SMS has no thread and no sender (``None``), and its labels are taken as given
+    (``annotated_label == label``, ``noisy`` False: the collection's own noise is unknown).
     """
     if row.get("sms") is None:
         raise KeyError("sms")
@@ -345,18 +427,22 @@ def map_sms_spam(row: dict) -> dict:
     label = {0: "allow", 1: "flag", "ham": "allow", "spam": "flag"}.get(row["label"])
     if label is None:
         raise ValueError(f"'label' must be 0/1 or 'ham'/'spam', got {row['label']!r}")
-    return {"text": str(row["sms"]).strip(), "label": label, "category": "spam" if label == "flag" else "none",
-            "subtype": "sms_" + label, "hard": False, "verdict": SMS_SPAM_VERDICTS[label]}
+    verdict = SMS_SPAM_VERDICTS[label]
+    return {"thread": None, "sender": None, "text": str(row["sms"]).strip(), "label": label, "verdict": verdict,
+            "category": "spam" if label == "flag" else "none", "family": "sms", "subtype": "sms_" + label,
+            "relation": "none", "hard": False, "annotated_label": label, "annotated_verdict": verdict,
+            "noisy": False}
 
 
 def load_messages(source: str = "generated", split: str = "train", limit: int | None = None,
                   seed: int = 0) -> list[dict]:
-    """Records of one split (``"sft"``, ``"prefs"`` or ``"test"``).
+    """Records of one split (``"sft"``, ``"prefs"``, ``"val"`` or ``"test"``).
 
     ``"generated"`` reads the shipped file and cuts it by :data:`SPLITS`. Any other source
     is a Hub id (:data:`HUB_DATASET`) or a local file/folder in its schema, read with
-    ``datasets``; its single ``train`` split is shuffled with ``seed`` and cut 40/40/20.
-    A row that cannot be mapped is an error naming the source, the row and the field.
+    ``datasets``; its single ``train`` split is shuffled with ``seed`` and cut by
+    :data:`HUB_SHARES` (35/35/10/20). A row that cannot be mapped is an error naming the
+    source, the row and the field.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
@@ -386,13 +472,27 @@ def load_messages(source: str = "generated", split: str = "train", limit: int | 
                 raise ValueError(f"{source}, row {i}: {err}") from err
         order = list(range(len(mapped)))
         random.Random(seed).shuffle(order)
-        cut1, cut2 = int(0.4 * len(order)), int(0.8 * len(order))
-        idx = {"sft": order[:cut1], "prefs": order[cut1:cut2], "test": order[cut2:]}[split]
-        records = [mapped[i] for i in idx]
+        lo, hi = (round(share * len(order)) for share in HUB_SHARES[split])
+        records = [mapped[i] for i in order[lo:hi]]
     records = records[:limit] if limit is not None else records
     if not records:
         raise ValueError(f"no messages: {source} split {split!r} is empty (limit={limit})")
     return records
+
+
+def right_decisions_by(outputs: dict[str, list[str]], records: list[dict], key: str = "relation"):
+    """Share of right flag/allow decisions (against the true label) per method and value of ``key``.
+
+    Returns a DataFrame indexed by method, one column a value of ``record[key]`` (sorted); an
+    unparseable verdict counts as a wrong decision here.
+    """
+    import pandas as pd
+
+    rows = [{"method": name, key: r[key], "right decision": parse_verdict(out).decision == r["label"]}
+            for name, outs in outputs.items() for out, r in zip(outs, records)]
+    if not rows:
+        raise ValueError("no outputs to score: every method's list of outputs is empty")
+    return pd.DataFrame(rows).groupby(["method", key])["right decision"].mean().unstack()
 
 
 def right_decisions_by_difficulty(outputs: dict[str, list[str]], records: list[dict]):
@@ -401,26 +501,21 @@ def right_decisions_by_difficulty(outputs: dict[str, list[str]], records: list[d
     Returns a DataFrame indexed by method with the columns ``easy`` and ``hard`` always
     present: a source with no hard cases (SMS Spam marks none) gets NaN under ``hard``.
     """
-    import pandas as pd
-
-    rows = [{"method": name, "hard": bool(r["hard"]), "right decision": parse_verdict(out).decision == r["label"]}
-            for name, outs in outputs.items() for out, r in zip(outs, records)]
-    if not rows:
-        raise ValueError("no outputs to score: every method's list of outputs is empty")
-    table = pd.DataFrame(rows).groupby(["method", "hard"])["right decision"].mean().unstack()
+    table = right_decisions_by(outputs, records, key="hard")
     table = table.reindex(columns=[False, True])
     table.columns = ["easy", "hard"]
     return table
 
 
-# --- the non-generative reference point ------------------------------------------------------
+# --- the non-generative reference points ------------------------------------------------------
 
 def fit_bow_classifier(texts: list[str], labels: list[str], seed: int = 0):
     """Logistic regression on word and word-pair counts (scikit-learn): the plain classifier.
 
     Returns a function ``texts -> list of verdict strings`` (``FLAG spam: ...``-shaped only in
     its decision: a binary classifier gives no category or reason), so the same
-    :func:`flag_metrics` scores it.
+    :func:`flag_metrics` scores it. Feed it the whole prompt (:func:`to_prompt`: thread, sender
+    and message) to give it what the policy reads.
     """
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -436,6 +531,63 @@ def fit_bow_classifier(texts: list[str], labels: list[str], seed: int = 0):
 
     predict.pipeline = clf
     return predict
+
+
+def train_classifier_head(lm, tokenizer, texts: list[str], labels: list[str], *, steps: int, batch_size: int = 32,
+                          lr: float = 3e-4, seed: int = 0, progress: bool = True, desc: str = "classifier head"):
+    """A linear head on a copy of ``lm``'s body, trained as a classifier: the control for DPO.
+
+    The head reads the hidden state of the last token of the prompt (the reward model's
+    architecture, :class:`dpo_lab.reward_model.RewardModel`) and gives a logit s(x); the loss
+    is the binary cross-entropy -[y log sigma(s) + (1 - y) log(1 - sigma(s))], y = 1 for FLAG,
+    for exactly ``steps`` optimiser steps of ``batch_size`` examples (the same budget as a
+    DPO run). Returns ``(predict, history)``; ``predict(texts)`` gives verdict strings, FLAG
+    where sigma(s) > 0.5.
+    """
+    import pandas as pd
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    from dpo_lab.reward_model import _pad, encode_texts, reward_model_from_lm
+
+    if len(texts) != len(labels):
+        raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    head = reward_model_from_lm(lm, seed=seed).requires_grad_(True)
+    device = next(head.parameters()).device
+    ids, _ = encode_texts(tokenizer, texts)
+    y = torch.tensor([lab == "flag" for lab in labels], dtype=torch.float32)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    order, rows = [], []
+    head.train()
+    for step in tqdm(range(steps), desc=desc, disable=not progress):
+        if len(order) < batch_size:  # a fresh seeded shuffle of all examples when the last one runs out
+            order += torch.randperm(len(ids), generator=generator).tolist()
+        idx, order = order[:batch_size], order[batch_size:]
+        batch = _pad([ids[i] for i in idx], tokenizer.pad_token_id)
+        logits = head(**{k: v.to(device) for k, v in batch.items()})
+        loss = F.binary_cross_entropy_with_logits(logits, y[idx].to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)
+        optimizer.step()
+        rows.append({"step": step, "loss": loss.item()})
+    head.eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def predict(new_texts: list[str], batch: int = 256) -> list[str]:
+        new_ids, _ = encode_texts(tokenizer, new_texts)
+        out = []
+        for start in range(0, len(new_ids), batch):
+            padded = _pad(new_ids[start:start + batch], tokenizer.pad_token_id)
+            out += (head(**{k: v.to(device) for k, v in padded.items()}) > 0).tolist()
+        return ["FLAG spam: head score above 0.5" if p else "ALLOW: head score below 0.5" for p in out]
+
+    predict.model = head
+    return predict, pd.DataFrame(rows)
 
 
 if __name__ == "__main__":
