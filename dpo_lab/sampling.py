@@ -91,27 +91,3 @@ def generate_ids(model, prompt_ids: list[list[int]], eos_token_id: int, pad_toke
         completions.append(row[:row.index(eos_token_id) + 1] if eos_token_id in row else row)
     return completions
 
-
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 32, temperature: float = 1.0,
-             top_k: int = 0, top_p: float = 1.0, batch_size: int = 64, seed: int | None = 0,
-             progress: bool = False) -> list[str]:
-    """Sample one completion for each prompt, in batches; returns the completion texts.
-
-    With a ``seed`` the result is reproducible (on CPU) for the same prompts and batch
-    size. The model is put in eval mode for sampling and restored afterwards.
-    """
-    from tqdm.auto import tqdm
-
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    was_training = model.training
-    model.eval()
-    texts = []
-    starts = range(0, len(prompts), batch_size)
-    for start in tqdm(starts, desc="sampling", disable=not progress):
-        batch = prompts[start:start + batch_size]
-        ids = [tokenizer(p, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id] for p in batch]
-        new = generate_ids(model, ids, tokenizer.eos_token_id, tokenizer.pad_token_id, max_new_tokens,
-                           temperature, top_k, top_p, generator)
-        texts.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
-    model.train(was_training)
-    return texts

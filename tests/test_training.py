@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from dpo_lab.data import SAMPLE_PATH, load_jsonl
+from dpo_lab.evaluate import sample
 from dpo_lab.models import tiny_gpt2
-from dpo_lab.sampling import filter_logits, generate
+from dpo_lab.sampling import filter_logits
 from dpo_lab.train import train_dpo, train_sft
 
 PAIRS = load_jsonl(SAMPLE_PATH)[:32]
@@ -65,11 +66,11 @@ def test_sft_lowers_the_loss(tokenizer):
 def test_sampling_is_reproducible_and_greedy_matches_hf(tokenizer):
     model = tiny_gpt2(tokenizer, seed=2, n_layer=1, n_embd=32, n_head=2).eval()
     prompts = ["Review: The film", "Hi", "Review: The cast was"]
-    a = generate(model, tokenizer, prompts, max_new_tokens=8, seed=5)
-    b = generate(model, tokenizer, prompts, max_new_tokens=8, seed=5)
-    assert a == b
-    greedy = generate(model, tokenizer, prompts, max_new_tokens=8, temperature=0)
-    for prompt, text in zip(prompts, greedy):
+    a = sample(model, tokenizer, prompts, max_new_tokens=8, seed=5)
+    b = sample(model, tokenizer, prompts, max_new_tokens=8, seed=5)
+    assert a.texts == b.texts and a.completion_ids == b.completion_ids
+    greedy = sample(model, tokenizer, prompts, max_new_tokens=8, temperature=0)
+    for prompt, text in zip(prompts, greedy.texts):
         ids = tokenizer(prompt, return_tensors="pt").input_ids
         hf = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id,
                             eos_token_id=tokenizer.eos_token_id)
