@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from dpo_lab.collate import pad_batch
 from dpo_lab.logprobs import position_ids_from_mask
 
 
@@ -88,14 +89,11 @@ def encode_texts(tokenizer, texts: list[str], max_length: int | None = None) -> 
     return ids, truncated
 
 
-def _pad(rows: list[list[int]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        input_ids[i, :len(r)] = torch.tensor(r)
-        attention_mask[i, :len(r)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+def pad_rows(rows: list[list[int]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad token rows into ``input_ids`` and ``attention_mask``: the course's one padding
+    code, :func:`dpo_lab.collate.pad_batch`, with every row a prompt and no completion."""
+    batch = pad_batch([(row, []) for row in rows], pad_token_id)
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
 
 def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor,
@@ -155,7 +153,7 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: list[dict], *, epochs:
         loss = means = None
         for micro, share in micro_batches(idx, micro_batch_size):
             # one forward pass for chosen and rejected rows together, as DPO does
-            batch = _pad([chosen[i] for i in micro] + [rejected[i] for i in micro], tokenizer.pad_token_id)
+            batch = pad_rows([chosen[i] for i in micro] + [rejected[i] for i in micro], tokenizer.pad_token_id)
             with precision.autocast():
                 rewards = rm(**{k: v.to(device) for k, v in batch.items()}).float()
             r_c, r_r = rewards.chunk(2)
@@ -198,7 +196,7 @@ class RewardScorer:
         out = np.zeros(len(ids))
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            batch = _pad([ids[i] for i in idx], self.tokenizer.pad_token_id)
+            batch = pad_rows([ids[i] for i in idx], self.tokenizer.pad_token_id)
             out[idx] = self.rm(**{k: v.to(device) for k, v in batch.items()}).float().cpu().numpy()
         self.rm.train(was_training)
         return out - self.offset

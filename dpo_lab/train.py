@@ -163,6 +163,50 @@ def train_sft(model, tokenizer, prompts: list[str], completions: list[str], *, e
     return pd.DataFrame(rows)
 
 
+def cached_sft(name: str, spec: dict, cfg: dict, tokenizer, examples, *, device=None, progress: bool = True):
+    """An SFT model trained by :func:`train_sft` on ``examples()``, or loaded from ``runs/``.
+
+    The tasks' ``sft_model`` functions call this. The entry ``runs/<name>-<key>`` is keyed on
+    ``spec`` (the config values and data version that decide the model), the tokenizer (its files
+    if local, its Hub name otherwise) and the source of the code that trains
+    (:func:`dpo_lab.cache.code_version`), so nothing stale is ever reused. ``examples()`` returns
+    ``(prompts, completions)``; it is only called when the model is built. ``cfg`` keys:
+    ``model`` ("tiny" or a Hub id/folder), ``model_sizes``, ``sft_epochs``, ``sft_lr``,
+    ``sft_batch_size``, ``max_length``, ``seed``, ``sft_micro_batch`` (optional).
+
+    The model trains on ``device`` (by default :func:`dpo_lab.env.get_device`), the device it will
+    be used on, and a cached model is loaded onto it; dropout is off either way. Returns
+    ``(model, folder, history)``; ``history`` is ``None`` when the model came from the cache (its
+    training curve is ``folder / "sft_history.csv"``).
+    """
+    from pathlib import Path
+
+    from dpo_lab.cache import SFT_CODE, cached, code_version, file_digest
+    from dpo_lab.env import get_device
+    from dpo_lab.models import load_model, load_trained
+
+    device = torch.device(device if device is not None else get_device())
+    local = Path(tokenizer.name_or_path)
+    spec = {**spec, "tokenizer": file_digest(local) if local.exists() else tokenizer.name_or_path,
+            "code": code_version(*SFT_CODE)}  # a fix to the training code retrains the model
+
+    def build(folder):
+        model = load_model(cfg["model"], tokenizer, seed=cfg["seed"], **(cfg.get("model_sizes") or {})).to(device)
+        prompts, completions = examples()
+        history = train_sft(model, tokenizer, prompts, completions, epochs=cfg["sft_epochs"], lr=cfg["sft_lr"],
+                            batch_size=cfg["sft_batch_size"], max_length=cfg["max_length"], seed=cfg["seed"],
+                            progress=progress,
+                            # micro-batches change the memory, not the result: not part of the cache key
+                            micro_batch_size=cfg.get("sft_micro_batch"))
+        model.save_pretrained(folder)
+        history.to_csv(folder / "sft_history.csv", index=False)
+        return model, history
+
+    (model, history), folder, _ = cached(name, spec, build, lambda folder: (load_trained(folder, tokenizer, device),
+                                                                          None))
+    return model.eval(), folder, history
+
+
 @torch.no_grad()
 def precompute_ref_logps(ref_model, tokenizer, chosen, rejected, batch_size: int = 64,
                          average: bool = False, progress: bool = False,

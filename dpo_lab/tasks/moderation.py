@@ -549,7 +549,7 @@ def train_classifier_head(lm, tokenizer, texts: list[str], labels: list[str], *,
     import torch.nn.functional as F
     from tqdm.auto import tqdm
 
-    from dpo_lab.reward_model import _pad, encode_texts, reward_model_from_lm
+    from dpo_lab.reward_model import encode_texts, pad_rows, reward_model_from_lm
 
     if len(texts) != len(labels):
         raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
@@ -567,7 +567,7 @@ def train_classifier_head(lm, tokenizer, texts: list[str], labels: list[str], *,
         if len(order) < batch_size:  # a fresh seeded shuffle of all examples when the last one runs out
             order += torch.randperm(len(ids), generator=generator).tolist()
         idx, order = order[:batch_size], order[batch_size:]
-        batch = _pad([ids[i] for i in idx], tokenizer.pad_token_id)
+        batch = pad_rows([ids[i] for i in idx], tokenizer.pad_token_id)
         logits = head(**{k: v.to(device) for k, v in batch.items()})
         loss = F.binary_cross_entropy_with_logits(logits, y[idx].to(device))
         optimizer.zero_grad(set_to_none=True)
@@ -582,7 +582,7 @@ def train_classifier_head(lm, tokenizer, texts: list[str], labels: list[str], *,
         new_ids, _ = encode_texts(tokenizer, new_texts)
         out = []
         for start in range(0, len(new_ids), batch):
-            padded = _pad(new_ids[start:start + batch], tokenizer.pad_token_id)
+            padded = pad_rows(new_ids[start:start + batch], tokenizer.pad_token_id)
             out += (head(**{k: v.to(device) for k, v in padded.items()}) > 0).tolist()
         return ["FLAG spam: head score above 0.5" if p else "ALLOW: head score below 0.5" for p in out]
 

@@ -263,40 +263,18 @@ def sft_model(cfg: dict, tokenizer, progress: bool = True, device=None):
     just the BOS token), so the model can continue any opening.
     Returns ``(model, folder)``.
     """
-    from dpo_lab.cache import SFT_CODE, cached, code_version, file_digest
-    from dpo_lab.env import get_device
-    from dpo_lab.models import load_model, load_trained
-    from dpo_lab.train import train_sft
+    from dpo_lab.train import cached_sft
 
-    device = torch_device(device if device is not None else get_device())
     keys = ["model", "model_sizes", "reviews", "n_sft_reviews", "sft_epochs", "sft_lr", "sft_batch_size",
             "max_length", "seed"]
-    spec = {k: cfg.get(k) for k in keys}
-    local = Path(tokenizer.name_or_path)
-    # a local tokenizer is keyed by its files (not its absolute path); a Hub one by its name
-    # the code that trains it is part of what produced it: a fix to the loop retrains the model
-    spec.update(task="sentiment", generator=GENERATOR_VERSION, code=code_version(*SFT_CODE),
-                tokenizer=file_digest(local) if local.exists() else tokenizer.name_or_path)
 
-    def build(folder):
-        model = load_model(cfg["model"], tokenizer, seed=cfg["seed"], **(cfg.get("model_sizes") or {})).to(device)
+    def examples():  # whole reviews after an empty prompt (the BOS token)
         reviews = load_reviews(cfg["reviews"], "train", cfg["n_sft_reviews"], seed=cfg["seed"])
-        history = train_sft(model, tokenizer, [""] * len(reviews), reviews, epochs=cfg["sft_epochs"],
-                            lr=cfg["sft_lr"], batch_size=cfg["sft_batch_size"], max_length=cfg["max_length"],
-                            seed=cfg["seed"], progress=progress)
-        model.save_pretrained(folder)
-        history.to_csv(folder / "sft_history.csv", index=False)
-        return model
+        return [""] * len(reviews), reviews
 
-    model, folder, _ = cached("sentiment-sft", spec, build, lambda f: load_trained(f, tokenizer, device))
-    return model.eval(), folder
-
-
-def torch_device(device):
-    """``device`` as a ``torch.device`` (a string such as ``"cuda"`` works too)."""
-    import torch
-
-    return torch.device(device)
+    spec = {**{k: cfg.get(k) for k in keys}, "task": "sentiment", "generator": GENERATOR_VERSION}
+    model, folder, _ = cached_sft("sentiment-sft", spec, cfg, tokenizer, examples, device=device, progress=progress)
+    return model, folder
 
 
 def preference_pairs(prompts: list[str], texts: list[str], rewards, n: int) -> tuple[list[dict], int]:

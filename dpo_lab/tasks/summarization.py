@@ -208,37 +208,17 @@ def sft_model(cfg: dict, tokenizer, progress: bool = True, device=None):
     ``sft_batch_size``, ``max_length``, ``seed``. Returns ``(model, folder, history)``;
     ``history`` is ``None`` when the model came from the cache.
     """
-    import torch
+    from dpo_lab.train import cached_sft
 
-    from dpo_lab.cache import SFT_CODE, cached, code_version, file_digest
-    from dpo_lab.env import get_device
-    from dpo_lab.models import load_model, load_trained
-    from dpo_lab.train import train_sft
-
-    device = torch.device(device if device is not None else get_device())
     keys = ["model", "model_sizes", "documents", "n_sft_docs", "sft_epochs", "sft_lr", "sft_batch_size",
             "max_length", "seed"]
-    spec = {k: cfg.get(k) for k in keys}
-    local = Path(tokenizer.name_or_path)
-    # the code that trains it is part of what produced it: a fix to the loop retrains the model
-    spec.update(task="summarization", generator=GENERATOR_VERSION, code=code_version(*SFT_CODE),
-                tokenizer=file_digest(local) if local.exists() else tokenizer.name_or_path)
 
-    def build(folder):
-        model = load_model(cfg["model"], tokenizer, seed=cfg["seed"], **(cfg.get("model_sizes") or {})).to(device)
+    def examples():  # the article as prompt, its reference summary as completion
         docs = load_split(cfg["documents"], "sft", cfg["n_sft_docs"], seed=cfg["seed"])
-        history = train_sft(model, tokenizer, [d["prompt"] for d in docs], [d["reference"] for d in docs],
-                            epochs=cfg["sft_epochs"], lr=cfg["sft_lr"], batch_size=cfg["sft_batch_size"],
-                            max_length=cfg["max_length"], seed=cfg["seed"], progress=progress,
-                            # micro-batches change the memory, not the result: not part of the cache key
-                            micro_batch_size=cfg.get("sft_micro_batch"))
-        model.save_pretrained(folder)
-        history.to_csv(folder / "sft_history.csv", index=False)
-        return model, history
+        return [d["prompt"] for d in docs], [d["reference"] for d in docs]
 
-    load = lambda folder: (load_trained(folder, tokenizer, device), None)
-    (model, history), folder, _ = cached("summarization-sft", spec, build, load)
-    return model.eval(), folder, history
+    spec = {**{k: cfg.get(k) for k in keys}, "task": "summarization", "generator": GENERATOR_VERSION}
+    return cached_sft("summarization-sft", spec, cfg, tokenizer, examples, device=device, progress=progress)
 
 
 # --- the gold reward ----------------------------------------------------------------
