@@ -160,6 +160,33 @@ def map_records(rows: Iterable[dict], mapping: Callable[[dict], dict], source: s
     return records
 
 
+#: how a local data file is read, by its suffix
+LOCAL_FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def open_dataset(source: str | Path, split: str = "train", config: str | None = None):
+    """One split of a data set as a ``datasets.Dataset``: the one way the course opens data.
+
+    ``source`` is a local file (JSON, JSONL, Parquet or CSV: all its rows are the split), a local
+    folder in the Hub's layout (``<config>/<split>-*.parquet``, as ``Dataset.to_parquet`` writes),
+    or a Hub id (downloads; the ``full`` profile). The tests point every Hub id the notebooks use
+    at local folders of the same layout, so this is the code path the full profile runs.
+    """
+    from dpo_lab.extras import require
+
+    datasets = require("datasets")  # the `course` extra
+
+    path = Path(source)
+    if path.is_file():
+        kind = LOCAL_FORMATS.get(path.suffix)
+        if kind is None:
+            raise ValueError(f"{path}: expected one of {sorted(LOCAL_FORMATS)}, got {path.suffix!r}")
+        return datasets.load_dataset(kind, data_files={split: str(path)}, split=split)
+    if path.is_dir():
+        return datasets.load_dataset(str(path), data_dir=config, split=split)
+    return datasets.load_dataset(str(source), config, split=split)
+
+
 def load_hub_preferences(
     name_or_path: str,
     split: str = "train",
@@ -176,10 +203,6 @@ def load_hub_preferences(
     The rows are shuffled with ``seed`` (``None`` keeps the file's order); ``limit`` then keeps
     the first rows only (for quick runs).
     """
-    from dpo_lab.extras import require
-
-    datasets = require("datasets")  # the `course` extra
-
     if mapping is None:
         if name_or_path not in HUB_MAPPINGS:
             raise ValueError(
@@ -189,14 +212,7 @@ def load_hub_preferences(
         mapping = name_or_path
     mapping_fn = HUB_MAPPINGS[mapping] if isinstance(mapping, str) else mapping
 
-    path = Path(name_or_path)
-    if path.is_file():
-        kind = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}.get(path.suffix)
-        if kind is None:
-            raise ValueError(f"{path}: expected a .json, .jsonl or .parquet file")
-        ds = datasets.load_dataset(kind, data_files={split: str(path)}, split=split)
-    else:
-        ds = datasets.load_dataset(name_or_path, config, split=split)
+    ds = open_dataset(name_or_path, split, config)
     if seed is not None:
         ds = ds.shuffle(seed=seed)  # Hub splits may be sorted; a limit then takes a seeded sample
     if limit is not None:

@@ -327,16 +327,9 @@ def load_mbpp(source: str = "google-research-datasets/mbpp", split: str = "test"
     ``"test"``: the ones it evaluates on). The split is shuffled with ``seed`` before ``limit``
     takes a prefix; each task's ``split`` field says which side it is on.
     """
-    from datasets import load_dataset
+    from dpo_lab.data import open_dataset
 
-    path = Path(source)
-    if path.is_file():
-        kind = "parquet" if path.suffix == ".parquet" else "json"
-        dataset = load_dataset(kind, data_files=str(path), split="train")
-    elif path.is_dir():  # a local copy in the Hub's layout: <config>/<split>-*.parquet
-        dataset = load_dataset(str(path), data_dir=config, split=split)
-    else:
-        dataset = load_dataset(source, config, split=split)
+    dataset = open_dataset(source, split, config)
     dataset = dataset.shuffle(seed=seed)
     records = dataset.select(range(min(limit, len(dataset)))) if limit else dataset
     if len(records) == 0:

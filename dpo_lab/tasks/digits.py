@@ -113,7 +113,9 @@ def load_mnist(source: str = MNIST_HUB_ID, split: str = "train", limit: int | No
         ds = datasets.load_from_disk(str(path))
         ds = ds[split] if isinstance(ds, datasets.DatasetDict) else ds
     else:
-        ds = datasets.load_dataset(str(path) if path.is_dir() else source, split=split)
+        from dpo_lab.data import open_dataset
+
+        ds = open_dataset(source, split)
     ds = ds.shuffle(seed=seed)  # then a limit takes a seeded sample, not the Hub's first rows
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))

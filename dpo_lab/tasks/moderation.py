@@ -454,14 +454,9 @@ def load_messages(source: str = "generated", split: str = "train", limit: int | 
         start, stop = SPLITS[split]
         records = records[start:stop]
     else:
-        import datasets
+        from dpo_lab.data import open_dataset
 
-        path = Path(source)
-        if path.is_file():
-            kind = {".parquet": "parquet", ".csv": "csv"}.get(path.suffix, "json")
-            ds = datasets.load_dataset(kind, data_files={"train": str(path)}, split="train")
-        else:
-            ds = datasets.load_dataset(source, split="train")
+        ds = open_dataset(source, "train")  # SMS Spam has one split: ours are cut from it
         mapped = []
         for i, row in enumerate(ds, start=1):
             try:

@@ -213,14 +213,9 @@ def load_reviews(source: str = "generated", split: str = "train", limit: int | N
         cut = len(texts) * 4 // 5
         texts = texts[:cut] if split == "train" else texts[cut:]
     else:
-        import datasets
+        from dpo_lab.data import open_dataset
 
-        path = Path(source)
-        if path.is_file():
-            kind = "parquet" if path.suffix == ".parquet" else "json"
-            ds = datasets.load_dataset(kind, data_files={split: str(path)}, split=split)
-        else:
-            ds = datasets.load_dataset(source, split=split)
+        ds = open_dataset(source, split)
         if "text" not in ds.column_names:
             raise ValueError(f"{source} [{split}] has columns {ds.column_names}; expected a 'text' column")
         if "label" in ds.column_names:

@@ -165,14 +165,9 @@ def load_tldr(source: str = "trl-lib/tldr", split: str = "train", limit: int | N
     that schema. Returns records with ``prompt`` and ``reference``, like :func:`load_documents`.
     The split is shuffled with ``seed`` before ``limit`` takes a prefix.
     """
-    import datasets
+    from dpo_lab.data import open_dataset
 
-    path = Path(source)
-    if path.is_file():
-        kind = "parquet" if path.suffix == ".parquet" else "json"
-        ds = datasets.load_dataset(kind, data_files={split: str(path)}, split=split)
-    else:
-        ds = datasets.load_dataset(source, split=split)
+    ds = open_dataset(source, split)
     missing = {"prompt", "completion"} - set(ds.column_names)
     if missing:
         raise ValueError(f"{source} [{split}] has columns {ds.column_names}; missing {sorted(missing)}")
