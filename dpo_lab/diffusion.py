@@ -35,6 +35,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dpo_lab.evaluate import pairwise_wins
+
 # ----------------------------------------------------------------------------
 # Noise schedule and forward process
 # ----------------------------------------------------------------------------
@@ -420,7 +422,7 @@ def diffusion_dpo_loss(model_err_w: torch.Tensor, model_err_l: torch.Tensor, ref
     inside = -0.5 * beta * (model_diff - ref_diff)
     losses = -F.logsigmoid(inside)
     inside = inside.detach()
-    implicit_acc = (inside > 0).float().mean() + 0.5 * (inside == 0).float().mean()
+    implicit_acc = pairwise_wins(inside).mean()  # a tie counts one half
     return losses, inside, implicit_acc
 
 

@@ -111,9 +111,18 @@ def kl_to_reference(policy, reference, samples: Samples, pad_token_id: int, meth
     raise ValueError(f"method must be 'tokens' or 'logratio', got {method!r}")
 
 
+def pairwise_wins(margin):
+    """Per comparison: 1 where ``margin > 0``, 1/2 where it is 0 (a tie counts one half), 0 below.
+
+    The course's one rule for ties: win rates, preference accuracies and the implicit reward's
+    accuracy all average it. Works on NumPy arrays and on tensors.
+    """
+    return (margin > 0) * 1.0 + 0.5 * (margin == 0)
+
+
 def win_rate(a: np.ndarray, b: np.ndarray) -> float:
     """Share of paired comparisons that ``a`` wins, a tie counting one half."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape:
         raise ValueError(f"win_rate needs paired scores, got shapes {a.shape} and {b.shape}")
-    return float(np.mean((a > b) + 0.5 * (a == b)))
+    return float(np.mean(pairwise_wins(a - b)))

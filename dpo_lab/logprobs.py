@@ -273,8 +273,3 @@ def token_kl(policy, reference, input_ids: torch.Tensor, attention_mask: torch.T
             per_token[start:end] = (logp.exp() * (logp - logq)).sum(-1)
     total = torch.zeros(input_ids.shape[0], dtype=torch.float32, device=input_ids.device)
     return total.index_add(0, rows, per_token)
-
-
-def completion_lengths(completion_mask: torch.Tensor) -> torch.Tensor:
-    """Number of completion tokens (EOS included) in each row."""
-    return completion_mask.sum(-1)

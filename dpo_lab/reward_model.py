@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dpo_lab.collate import pad_batch
+from dpo_lab.evaluate import pairwise_wins
 from dpo_lab.logprobs import position_ids_from_mask
 
 
@@ -220,4 +221,4 @@ def preference_accuracy(reward_fn, pairs: list[dict]) -> tuple[float, np.ndarray
     chosen_texts, rejected_texts = _pair_texts(pairs)
     scores = np.asarray(reward_fn(chosen_texts + rejected_texts), dtype=float)
     margins = scores[:len(pairs)] - scores[len(pairs):]
-    return float(np.mean((margins > 0) + 0.5 * (margins == 0))), margins
+    return float(np.mean(pairwise_wins(margins))), margins

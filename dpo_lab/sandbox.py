@@ -107,7 +107,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-STATUSES = ("ok", "failed", "error", "timeout", "killed")
 NOBODY = 65534  # uid and gid of the "nobody" user on Linux
 LAYERS = ("no_new_privs", "capabilities", "landlock", "seccomp")  # what the child applies to itself
 REQUIRED = ("no_new_privs", "landlock", "seccomp")  # without these run_tests refuses unless allow_weak

@@ -51,20 +51,21 @@ def recorded_claims(nb) -> list[dict] | None:
 def execute(path: Path, seed: int, timeout: int = 1800):
     """Execute notebook ``path`` in the tiny profile at ``seed``; return (notebook, error or None, seconds)."""
     import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
 
+    from dpo_lab.extras import require
+
+    nbclient = require("nbclient", extra="dev")  # the notebook runner the tests use
     nb = nbformat.read(path, as_version=4)
     env = {**os.environ, "DPO_LAB_PROFILE": "tiny", "DPO_LAB_SEED": str(seed), "MPLBACKEND": "Agg",
            "PYTHONPATH": str(path.resolve().parent.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("DPO_LAB_SCALE", None)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.resolve().parent)}})
     start = time.perf_counter()
     try:
         client.execute(env=env)
         error = None
-    except CellExecutionError as err:  # in the tiny profile a claim that fails stops the notebook
+    except nbclient.exceptions.CellExecutionError as err:  # in the tiny profile a claim that fails stops the notebook
         error = str(err).strip().splitlines()[-1][:300]
     return nb, error, time.perf_counter() - start
 

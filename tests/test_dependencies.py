@@ -178,10 +178,8 @@ def test_require_names_the_extra():
 # test fails on a stale entry, and on a new direct import.
 NOT_YET_REQUIRE = {
     ("dpo_lab/bench.py", "datasets"), ("dpo_lab/bench.py", "trl"), ("dpo_lab/bench.py", "peft"),
-    ("dpo_lab/tasks/code.py", "datasets"), ("dpo_lab/tasks/digits.py", "sklearn"), ("dpo_lab/tasks/digits.py", "PIL"),
-    ("dpo_lab/tasks/digits.py", "datasets"), ("dpo_lab/tasks/moderation.py", "datasets"),
-    ("dpo_lab/tasks/moderation.py", "sklearn"), ("dpo_lab/tasks/sentiment.py", "datasets"),
-    ("dpo_lab/tasks/summarization.py", "datasets"),
+    ("dpo_lab/tasks/digits.py", "sklearn"), ("dpo_lab/tasks/digits.py", "PIL"), ("dpo_lab/tasks/digits.py", "datasets"),
+    ("dpo_lab/tasks/moderation.py", "sklearn"),
 }
 
 

@@ -70,3 +70,15 @@ def test_token_kl_is_exact_for_one_token_and_agrees_with_logratio(tokenizer):
     tokens = kl_to_reference(other, model, many, tokenizer.pad_token_id, method="tokens")
     logratio = kl_to_reference(other, model, many, tokenizer.pad_token_id, method="logratio")
     assert tokens == pytest.approx(logratio, rel=0.1)
+
+
+def test_a_tie_counts_one_half_everywhere():
+    import torch
+
+    from dpo_lab.evaluate import pairwise_wins, win_rate
+    from dpo_lab.reward_model import preference_accuracy  # noqa: F401  (uses the same rule)
+
+    margins = np.array([2.0, 0.0, -1.0, 0.0])
+    assert pairwise_wins(margins).tolist() == [1.0, 0.5, 0.0, 0.5]
+    assert pairwise_wins(torch.tensor([0.5, 0.0, -0.5])).tolist() == [1.0, 0.5, 0.0]
+    assert win_rate(np.array([1.0, 2.0, 3.0]), np.array([0.0, 2.0, 4.0])) == 0.5

@@ -69,10 +69,8 @@ CATEGORIES = ("phishing", "scam", "spam")
 PREVALENCE = 0.2  # share of harmful messages: most of a real queue is harmless
 NOISE_RATE = 0.04  # share of annotated labels that are flipped (the annotator's mistakes)
 
-# Hub source of the full profile. The Hub card lists its licence as "unknown"; the UCI Machine
-# Learning Repository, which distributes the same collection, lists it under CC BY 4.0.
+# Hub source of the full profile (its licence: data/README.md, the data card)
 HUB_DATASET = "ucirvine/sms_spam"
-HUB_LICENCE = "CC BY 4.0 (UCI Machine Learning Repository; the Hub card says 'unknown')"
 SMS_SPAM_VERDICTS = {"flag": "FLAG spam: unsolicited bulk message", "allow": "ALLOW: ordinary personal message"}
 
 # --- the words: every one is a word the course tokenizer knows (see word_token_counts) -------
