@@ -8,7 +8,7 @@ shuffles and the cached SFT models are all per seed) and reports each headline's
 interval and whether it held::
 
     python -m dpo_lab.seeds                    # seeds 1 and 2, every notebook (about 2 x 30 min)
-    python -m dpo_lab.seeds --seeds 1 02 05    # seed 1, notebooks 02 and 05
+    python -m dpo_lab.seeds --seeds 1 02 05    # seed 1, notebooks 02 and 05 (--seeds 1,2 for both seeds)
 
 Notebooks run from the checkout's ``notebooks/`` folder in memory: nothing in the repository is
 rewritten. In the tiny profile a claim that fails stops its notebook; the report then says
@@ -80,9 +80,16 @@ def headline_result(path: Path, seed: int) -> dict:
             "holds": bool(row and row["holds"] and error is None), "error": error}
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers such as 1,2; got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--seeds", type=_seed_list, default=[1, 2], help="comma-separated, e.g. 1,2 (default)")
     parser.add_argument("notebooks", nargs="*", help="notebook numbers such as 02 05 (default: all)")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "seeds.json")
     args = parser.parse_args(argv)

@@ -41,3 +41,16 @@ def test_a_bad_seed_is_a_clear_error(monkeypatch, bad):
     monkeypatch.setenv("DPO_LAB_SEED", bad)
     with pytest.raises(ValueError, match="DPO_LAB_SEED"):
         get_seed()
+
+
+def test_the_seeds_command_reads_its_arguments(monkeypatch):
+    from dpo_lab import seeds
+
+    ran = []
+    monkeypatch.setattr(seeds, "headline_result", lambda path, seed: ran.append((path.name[:2], seed)) or {
+        "notebook": path.stem, "seed": seed, "headline": "h", "seconds": 1.0, "value": 1.0, "lower": None,
+        "upper": None, "holds": True, "error": None})
+    assert seeds.main(["--seeds", "1,2", "00", "01", "--out", "/dev/null"]) == 0
+    assert ran == [("00", 1), ("00", 2), ("01", 1), ("01", 2)]
+    with pytest.raises(SystemExit):
+        seeds.main(["--seeds", "one", "00"])
