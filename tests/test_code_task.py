@@ -47,18 +47,78 @@ def test_generator_is_deterministic_and_the_file_rebuilds(tmp_path):
     assert code.load_tasks() == code.generate_tasks(0)
 
 
-def test_held_out_split_is_parameters_of_every_template():
+def test_splits_meet_the_counts_of_issue_20():
     tasks = code.generate_tasks(0)
-    assert len(tasks) == len(code.TEMPLATES) * len(code.K_VALUES)
-    for name in code.TEMPLATES:
-        held = [t for t in tasks if t["template"] == name and t["split"] == "heldout"]
-        assert len(held) == code.HELD_OUT_PER_TEMPLATE
-    # every k value is seen in training under some template, so held-out tasks need no unseen token
-    assert {t["k"] for t in tasks if t["split"] == "train"} == set(code.K_VALUES)
+    assert len(tasks) == (len(code.TEMPLATES) + len(code.HELDOUT_TEMPLATES)) * len(code.K_VALUES)
+    by_split = {s: [t for t in tasks if t["split"] == s] for s in code.SPLITS}
+    assert {t["split"] for t in tasks} == set(code.SPLITS)
+    assert len(by_split["heldout"]) >= 50
+    trained = {t["template"] for t in by_split["train"]}
+    validated = {t["template"] for t in by_split["validation"]}
+    heldout_only = {t["template"] for t in by_split["heldout"]} - trained - validated
+    assert heldout_only == set(code.HELDOUT_TEMPLATES) and len(heldout_only) >= 3
+    assert trained == set(code.TEMPLATES)
+    for t in tasks:  # seen_template says whether training shows the template
+        assert t["seen_template"] == (t["template"] in trained)
+    for name in code.TEMPLATES:  # per training template: 4 k train, 2 validation, 2 held out, all distinct
+        ks = {s: {t["k"] for t in by_split[s] if t["template"] == name} for s in code.SPLITS}
+        assert [len(ks[s]) for s in code.SPLITS] == [4, 2, 2]
+        assert set().union(*ks.values()) == set(code.K_VALUES)
+    # every k value is seen in training under some template, so held-out tasks need no unseen number
+    assert {t["k"] for t in by_split["train"]} == set(code.K_VALUES)
     add_3 = next(t for t in tasks if t["task_id"] == "add_3")
     assert add_3["prompt"] == 'def add(x):\n    """Return x plus 3."""'
     assert add_3["reference"] == "\n    return x + 3"
     assert add_3["tests"] == ["assert add(1) == 4", "assert add(5) == 8", "assert add(-3) == 0"]
+    find_4 = next(t for t in tasks if t["task_id"] == "find_4")
+    assert find_4["reference"] == ("\n    for i in range(len(xs)):\n        if xs[i] == 4:\n            return i"
+                                   "\n    return -1")
+
+
+@pytest.mark.parametrize("a, b, size", [
+    ("x + 3", "x + 4", 1),  # one token replaced
+    ("a b c", "a c", 1),  # one deleted
+    ("a b c", "a b c d e", 2),  # two inserted
+    ("a b c d", "a x y d", 2),  # a run of two replaced
+    ("a b c d", "a x c d e f", 3),  # one replaced (1), two inserted (2)
+    ("a b c d", "a x d", 2),  # a run of two replaced by one: its longer side
+    ("a b", "a b", 0),
+])
+def test_token_edit_size_by_hand(a, b, size):
+    assert code.token_edit_size(a.split(), b.split()) == size
+
+
+def test_buggy_variants_are_often_more_than_a_one_token_edit():
+    from dpo_lab.tokenizer import load_tokenizer
+
+    tok = load_tokenizer()
+    tasks = code.generate_tasks(0)
+    sizes = {s: [] for s in code.SPLITS}
+    for t in tasks:
+        ref = tok(t["reference"])["input_ids"]
+        for bug in t["bugs"]:
+            size = code.token_edit_size(ref, tok(bug["completion"])["input_ids"])
+            assert size >= 1, (t["task_id"], bug["kind"])  # a bug differs from the reference
+            sizes[t["split"]].append(size)
+    every = sum(sizes.values(), [])
+    assert np.mean(np.array(every) > 1) >= 0.30
+    assert np.mean(np.array(sizes["heldout"]) > 1) >= 0.30
+    kinds = {b["kind"] for t in tasks for b in t["bugs"]}
+    assert {"wrong loop bounds", "missing edge case", "wrong data structure"} <= kinds
+
+
+def test_tests_keep_the_assert_call_equals_literal_shape():
+    import ast
+
+    for t in code.generate_tasks(0):
+        name = t["template"]
+        for test in t["tests"]:
+            node = ast.parse(test).body[0]
+            assert isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare), test
+            assert isinstance(node.test.ops[0], ast.Eq) and len(node.test.ops) == 1, test
+            call = node.test.left
+            assert isinstance(call, ast.Call) and call.func.id == name, test
+            ast.literal_eval(node.test.comparators[0])  # the expected value is a literal
 
 
 def test_references_pass_and_every_bug_fails_a_test_in_the_sandbox():
@@ -72,9 +132,10 @@ def test_references_pass_and_every_bug_fails_a_test_in_the_sandbox():
             labels.append((t["task_id"], bug["kind"]))
     results = run_many(jobs, workers=2, timeout=5.0)
     assert all(r.pid != os.getpid() for r in results)
+    assert all(r.unverified == 0 for r in results)  # every verdict is the parent's (assert call == literal)
     for (task_id, kind), r in zip(labels, results):
         if kind == "reference":
-            assert r.status == "ok", (task_id, r.error)
+            assert r.status == "ok", (task_id, r.error, r.test_errors)
         else:  # a bug runs (it is valid Python) but fails at least one test
             assert r.status == "failed" and r.passed < r.total, (task_id, kind, r.status)
 
@@ -86,7 +147,8 @@ def test_sft_corpus_mixes_correct_and_buggy_programs():
     assert len(corpus) == 20 * len(tasks)
     share = np.mean([r["kind"] == "correct" for r in corpus])
     assert 0.45 < share < 0.55
-    assert {r["kind"] for r in corpus} == {"correct", "off-by-one", "wrong operator", "wrong builtin", "wrong slice"}
+    assert {r["kind"] for r in corpus} == {"correct"} | {b["kind"] for t in tasks for b in t["bugs"]}
+    assert {"wrong loop bounds", "missing edge case", "wrong data structure"} <= {r["kind"] for r in corpus}
     by_id = {t["task_id"]: t for t in tasks}
     for r in corpus:
         task = by_id[r["task_id"]]
