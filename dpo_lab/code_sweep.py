@@ -7,7 +7,7 @@ the **validation** tasks of ``data/code_tasks.jsonl`` (never on the held-out tes
 It is too slow for the notebook's few minutes (twelve runs), so it runs offline and the
 notebook loads and plots what it wrote::
 
-    python -m dpo_lab.code_sweep            # writes data/code_dpo_sweep.json (~6 min on 1 CPU thread)
+    python -m dpo_lab.code_sweep   # writes data/code_dpo_sweep.json (about 10 minutes on a busy 2-core machine)
 
 It builds the SFT model and the pairs exactly as the notebook does (the knobs come from the
 notebook's own ``CONFIGS["tiny"]`` cell, and the same seeds), so the grid's runs differ from

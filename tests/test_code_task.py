@@ -224,3 +224,42 @@ def test_mbpp_record_missing_a_field_names_it():
     record = {k: v for k, v in MBPP_RECORDS[1].items() if k != "test_list"}
     with pytest.raises(ValueError, match="mbpp.jsonl\\[3\\].*'test_list'"):
         code.mbpp_to_task(record, where="mbpp.jsonl[3]")
+
+
+def test_collapse_rule_by_hand():
+    from dpo_lab.code_sweep import collapsed
+
+    sft = {"per_task_pass": [0.5] * 10, "per_task_valid": [0.8] * 10}
+    broken = {"per_task_pass": [0.0] * 10, "per_task_valid": [0.1] * 10}  # fewer valid programs, no better
+    assert collapsed(broken, sft)["collapsed"]
+    better = {"per_task_pass": [0.6] * 10, "per_task_valid": [0.1] * 10}  # invalid more often, but passes more
+    assert not collapsed(better, sft)["collapsed"]
+    # valid share 0.5 against 0.8, but spread over tasks: the verdict follows the interval's upper end
+    noisy = {"per_task_pass": [0.5] * 10, "per_task_valid": [0.0, 1.0] * 5}
+    result = collapsed(noisy, sft)
+    assert result["valid_ci"][0] < result["valid_diff"] < result["valid_ci"][1]
+    assert result["collapsed"] == (result["valid_ci"][1] < 0)
+
+
+def test_the_shipped_sweep_matches_notebook_04_and_its_own_rule():
+    from dpo_lab.code_sweep import BETAS, KNOBS, LEARNING_RATES, collapsed, load_sweep, notebook_tiny_config
+
+    sweep, cfg = load_sweep(), notebook_tiny_config()
+    assert sweep["config"] == {k: cfg[k] for k in KNOBS}, "rerun python -m dpo_lab.code_sweep"
+    assert sweep["generator_version"] == code.GENERATOR_VERSION
+    valid_tasks = [t for t in code.load_tasks() if t["split"] == "validation"]
+    assert sweep["n_validation_tasks"] == len(valid_tasks) == len(sweep["sft"]["per_task_pass"])
+    assert len(LEARNING_RATES) >= 3 and len(BETAS) >= 2
+    for loss in ("dpo", "dpo_nll"):
+        runs = [r for r in sweep["runs"] if r["loss"] == loss]
+        assert {(r["lr"], r["beta"]) for r in runs} == {(lr, b) for lr in LEARNING_RATES for b in BETAS}
+        best = max(runs, key=lambda r: r["pass@1"])
+        assert sweep["chosen"][loss] == {"lr": best["lr"], "beta": best["beta"]}
+        for r in runs:  # the saved verdicts follow from the saved per-task scores
+            assert r["pass@1"] == pytest.approx(np.mean(r["per_task_pass"]))
+            assert collapsed(r, sweep["sft"]) == {k: r[k] for k in ("pass_diff", "pass_ci", "valid_diff", "valid_ci",
+                                                                     "collapsed")}
+    # the notebook uses the sweep's choices
+    assert (cfg["dpo_lr"], cfg["dpo_beta"]) == (sweep["chosen"]["dpo_nll"]["lr"], sweep["chosen"]["dpo_nll"]["beta"])
+    assert (cfg["dpo_plain_lr"], cfg["dpo_plain_beta"]) == (sweep["chosen"]["dpo"]["lr"],
+                                                            sweep["chosen"]["dpo"]["beta"])
