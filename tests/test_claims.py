@@ -19,7 +19,7 @@ CLAIMS_PER_NOTEBOOK = {
     "01_deriving_dpo": 29,
     "02_dpo_gpt2_sentiment": 9,
     "03_reward_model_baseline": 17,
-    "04_code_dpo": 14,
+    "04_code_dpo": 13,
     "05_summarization_dpo": 25,
     "06_diffusion_dpo": 28,
     "07_efficiency_lora": 4,

@@ -47,18 +47,78 @@ def test_generator_is_deterministic_and_the_file_rebuilds(tmp_path):
     assert code.load_tasks() == code.generate_tasks(0)
 
 
-def test_held_out_split_is_parameters_of_every_template():
+def test_splits_meet_the_counts_of_issue_20():
     tasks = code.generate_tasks(0)
-    assert len(tasks) == len(code.TEMPLATES) * len(code.K_VALUES)
-    for name in code.TEMPLATES:
-        held = [t for t in tasks if t["template"] == name and t["split"] == "heldout"]
-        assert len(held) == code.HELD_OUT_PER_TEMPLATE
-    # every k value is seen in training under some template, so held-out tasks need no unseen token
-    assert {t["k"] for t in tasks if t["split"] == "train"} == set(code.K_VALUES)
+    assert len(tasks) == (len(code.TEMPLATES) + len(code.HELDOUT_TEMPLATES)) * len(code.K_VALUES)
+    by_split = {s: [t for t in tasks if t["split"] == s] for s in code.SPLITS}
+    assert {t["split"] for t in tasks} == set(code.SPLITS)
+    assert len(by_split["heldout"]) >= 50
+    trained = {t["template"] for t in by_split["train"]}
+    validated = {t["template"] for t in by_split["validation"]}
+    heldout_only = {t["template"] for t in by_split["heldout"]} - trained - validated
+    assert heldout_only == set(code.HELDOUT_TEMPLATES) and len(heldout_only) >= 3
+    assert trained == set(code.TEMPLATES)
+    for t in tasks:  # seen_template says whether training shows the template
+        assert t["seen_template"] == (t["template"] in trained)
+    for name in code.TEMPLATES:  # per training template: 4 k train, 2 validation, 2 held out, all distinct
+        ks = {s: {t["k"] for t in by_split[s] if t["template"] == name} for s in code.SPLITS}
+        assert [len(ks[s]) for s in code.SPLITS] == [4, 2, 2]
+        assert set().union(*ks.values()) == set(code.K_VALUES)
+    # every k value is seen in training under some template, so held-out tasks need no unseen number
+    assert {t["k"] for t in by_split["train"]} == set(code.K_VALUES)
     add_3 = next(t for t in tasks if t["task_id"] == "add_3")
     assert add_3["prompt"] == 'def add(x):\n    """Return x plus 3."""'
     assert add_3["reference"] == "\n    return x + 3"
     assert add_3["tests"] == ["assert add(1) == 4", "assert add(5) == 8", "assert add(-3) == 0"]
+    find_4 = next(t for t in tasks if t["task_id"] == "find_4")
+    assert find_4["reference"] == ("\n    for i in range(len(xs)):\n        if xs[i] == 4:\n            return i"
+                                   "\n    return -1")
+
+
+@pytest.mark.parametrize("a, b, size", [
+    ("x + 3", "x + 4", 1),  # one token replaced
+    ("a b c", "a c", 1),  # one deleted
+    ("a b c", "a b c d e", 2),  # two inserted
+    ("a b c d", "a x y d", 2),  # a run of two replaced
+    ("a b c d", "a x c d e f", 3),  # one replaced (1), two inserted (2)
+    ("a b c d", "a x d", 2),  # a run of two replaced by one: its longer side
+    ("a b", "a b", 0),
+])
+def test_token_edit_size_by_hand(a, b, size):
+    assert code.token_edit_size(a.split(), b.split()) == size
+
+
+def test_buggy_variants_are_often_more_than_a_one_token_edit():
+    from dpo_lab.tokenizer import load_tokenizer
+
+    tok = load_tokenizer()
+    tasks = code.generate_tasks(0)
+    sizes = {s: [] for s in code.SPLITS}
+    for t in tasks:
+        ref = tok(t["reference"])["input_ids"]
+        for bug in t["bugs"]:
+            size = code.token_edit_size(ref, tok(bug["completion"])["input_ids"])
+            assert size >= 1, (t["task_id"], bug["kind"])  # a bug differs from the reference
+            sizes[t["split"]].append(size)
+    every = sum(sizes.values(), [])
+    assert np.mean(np.array(every) > 1) >= 0.30
+    assert np.mean(np.array(sizes["heldout"]) > 1) >= 0.30
+    kinds = {b["kind"] for t in tasks for b in t["bugs"]}
+    assert {"wrong loop bounds", "missing edge case", "wrong data structure"} <= kinds
+
+
+def test_tests_keep_the_assert_call_equals_literal_shape():
+    import ast
+
+    for t in code.generate_tasks(0):
+        name = t["template"]
+        for test in t["tests"]:
+            node = ast.parse(test).body[0]
+            assert isinstance(node, ast.Assert) and isinstance(node.test, ast.Compare), test
+            assert isinstance(node.test.ops[0], ast.Eq) and len(node.test.ops) == 1, test
+            call = node.test.left
+            assert isinstance(call, ast.Call) and call.func.id == name, test
+            ast.literal_eval(node.test.comparators[0])  # the expected value is a literal
 
 
 def test_references_pass_and_every_bug_fails_a_test_in_the_sandbox():
@@ -72,9 +132,10 @@ def test_references_pass_and_every_bug_fails_a_test_in_the_sandbox():
             labels.append((t["task_id"], bug["kind"]))
     results = run_many(jobs, workers=2, timeout=5.0)
     assert all(r.pid != os.getpid() for r in results)
+    assert all(r.unverified == 0 for r in results)  # every verdict is the parent's (assert call == literal)
     for (task_id, kind), r in zip(labels, results):
         if kind == "reference":
-            assert r.status == "ok", (task_id, r.error)
+            assert r.status == "ok", (task_id, r.error, r.test_errors)
         else:  # a bug runs (it is valid Python) but fails at least one test
             assert r.status == "failed" and r.passed < r.total, (task_id, kind, r.status)
 
@@ -86,7 +147,8 @@ def test_sft_corpus_mixes_correct_and_buggy_programs():
     assert len(corpus) == 20 * len(tasks)
     share = np.mean([r["kind"] == "correct" for r in corpus])
     assert 0.45 < share < 0.55
-    assert {r["kind"] for r in corpus} == {"correct", "off-by-one", "wrong operator", "wrong builtin", "wrong slice"}
+    assert {r["kind"] for r in corpus} == {"correct"} | {b["kind"] for t in tasks for b in t["bugs"]}
+    assert {"wrong loop bounds", "missing edge case", "wrong data structure"} <= {r["kind"] for r in corpus}
     by_id = {t["task_id"]: t for t in tasks}
     for r in corpus:
         task = by_id[r["task_id"]]
@@ -162,3 +224,42 @@ def test_mbpp_record_missing_a_field_names_it():
     record = {k: v for k, v in MBPP_RECORDS[1].items() if k != "test_list"}
     with pytest.raises(ValueError, match="mbpp.jsonl\\[3\\].*'test_list'"):
         code.mbpp_to_task(record, where="mbpp.jsonl[3]")
+
+
+def test_collapse_rule_by_hand():
+    from dpo_lab.code_sweep import collapsed
+
+    sft = {"per_task_pass": [0.5] * 10, "per_task_valid": [0.8] * 10}
+    broken = {"per_task_pass": [0.0] * 10, "per_task_valid": [0.1] * 10}  # fewer valid programs, no better
+    assert collapsed(broken, sft)["collapsed"]
+    better = {"per_task_pass": [0.6] * 10, "per_task_valid": [0.1] * 10}  # invalid more often, but passes more
+    assert not collapsed(better, sft)["collapsed"]
+    # valid share 0.5 against 0.8, but spread over tasks: the verdict follows the interval's upper end
+    noisy = {"per_task_pass": [0.5] * 10, "per_task_valid": [0.0, 1.0] * 5}
+    result = collapsed(noisy, sft)
+    assert result["valid_ci"][0] < result["valid_diff"] < result["valid_ci"][1]
+    assert result["collapsed"] == (result["valid_ci"][1] < 0)
+
+
+def test_the_shipped_sweep_matches_notebook_04_and_its_own_rule():
+    from dpo_lab.code_sweep import BETAS, KNOBS, LEARNING_RATES, collapsed, load_sweep, notebook_tiny_config
+
+    sweep, cfg = load_sweep(), notebook_tiny_config()
+    assert sweep["config"] == {k: cfg[k] for k in KNOBS}, "rerun python -m dpo_lab.code_sweep"
+    assert sweep["generator_version"] == code.GENERATOR_VERSION
+    valid_tasks = [t for t in code.load_tasks() if t["split"] == "validation"]
+    assert sweep["n_validation_tasks"] == len(valid_tasks) == len(sweep["sft"]["per_task_pass"])
+    assert len(LEARNING_RATES) >= 3 and len(BETAS) >= 2
+    for loss in ("dpo", "dpo_nll"):
+        runs = [r for r in sweep["runs"] if r["loss"] == loss]
+        assert {(r["lr"], r["beta"]) for r in runs} == {(lr, b) for lr in LEARNING_RATES for b in BETAS}
+        best = max(runs, key=lambda r: r["pass@1"])
+        assert sweep["chosen"][loss] == {"lr": best["lr"], "beta": best["beta"]}
+        for r in runs:  # the saved verdicts follow from the saved per-task scores
+            assert r["pass@1"] == pytest.approx(np.mean(r["per_task_pass"]))
+            assert collapsed(r, sweep["sft"]) == {k: r[k] for k in ("pass_diff", "pass_ci", "valid_diff", "valid_ci",
+                                                                     "collapsed")}
+    # the notebook uses the sweep's choices
+    assert (cfg["dpo_lr"], cfg["dpo_beta"]) == (sweep["chosen"]["dpo_nll"]["lr"], sweep["chosen"]["dpo_nll"]["beta"])
+    assert (cfg["dpo_plain_lr"], cfg["dpo_plain_beta"]) == (sweep["chosen"]["dpo"]["lr"],
+                                                            sweep["chosen"]["dpo"]["beta"])

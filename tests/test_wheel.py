@@ -86,7 +86,7 @@ def test_wheel_installs_and_runs_outside_the_checkout(tmp_path):
     assert out["data_dir"].startswith(venv) and out["data_dir"].endswith(os.path.join("dpo_lab", "_data"))
     assert out["vocab"] == len(load_tokenizer()) == 825 and out["roundtrip"] == "Review: The film was wonderful."
     assert out["counts"] == {"sample_preferences": 64, "sentiment_reviews": 2400, "moderation_messages": 600,
-                             "summarization_docs": 1500, "code_tasks": 56}
+                             "summarization_docs": 1500, "code_tasks": 128}
     assert out["steps"] == 1 and abs(out["loss"] - 0.6931) < 1e-3  # policy == reference at step 0: log 2
     assert not out["trl_loaded"]
     print(f"wheel test: {time.perf_counter() - t0:.1f} s in all, {out['seconds']:.1f} s in the script")

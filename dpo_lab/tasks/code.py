@@ -6,14 +6,21 @@ Execution gives preferences for free: a program that passes its tests is preferr
 one that fails (the recipe of code-DPO work such as CodeDPO / PLUM, 2024).
 
 Two sources, one schema (a task is a dict with ``task_id``, ``prompt``, ``tests``,
-``reference`` and, for generated tasks, ``bugs``):
+``reference`` and, for generated tasks, ``bugs``, ``split`` and ``seen_template``):
 
 * ``tiny``: :func:`generate_tasks`, a seeded generator of small functions from
   :data:`TEMPLATES` (shipped as ``data/code_tasks.jsonl``). Each template has a parameter
-  ``k``; a seeded choice of two ``k`` values a template is held out, so the evaluation
-  asks for functions the SFT data never showed (same templates, unseen parameters).
-  :func:`sft_corpus` mixes the correct body with plausibly buggy ones (off-by-one,
-  wrong operator, wrong builtin), so a model trained on it is right only part of the time.
+  ``k`` from 2 to 9. Three splits: ``train`` (SFT and preference pairs), ``validation``
+  (where hyper-parameters are chosen) and ``heldout`` (the test tasks of the headline).
+  A template of :data:`TEMPLATES` gives four ``k`` to training, two to validation and two
+  to the held-out set (a seeded choice); a template of :data:`HELDOUT_TEMPLATES` never
+  appears in training or validation: all its ``k`` are held out (``seen_template`` False).
+  Those are new combinations of pieces training shows ("the sum of the last k items":
+  training has "the sum of the first k items" and "the last k items").
+  Some bodies are one line, some are loops with an edge case; the buggy variants
+  (:func:`sft_corpus` mixes them into the SFT data) are one-token slips (off-by-one, wrong
+  operator) and larger mistakes (wrong loop bounds, a missing edge case, a wrong data
+  structure), measured by :func:`token_edit_size`.
 * ``full``: MBPP (Austin et al., 2021, ``google-research-datasets/mbpp``) from the Hub,
   mapped by :func:`mbpp_to_task` (its ``test_list`` asserts run in the sandbox).
 
@@ -23,6 +30,7 @@ when it passes them all. pass@k is the unbiased estimator of Chen et al. (2021),
 
 from __future__ import annotations
 
+import difflib
 import json
 import random
 import re
@@ -34,40 +42,200 @@ from dpo_lab.paths import data_path
 from dpo_lab.sandbox import run_many
 
 DATA_PATH = data_path("code_tasks.jsonl")  # shipped with the package (dpo_lab.paths)
-GENERATOR_VERSION = 1  # bump when the generator changes; part of any cache key
+GENERATOR_VERSION = 2  # bump when the generator changes; part of any cache key
 K_VALUES = range(2, 10)  # the parameter of every template
-HELD_OUT_PER_TEMPLATE = 2
+HELD_OUT_PER_TEMPLATE = 2  # k values of a training template kept for the held-out set
+VALIDATION_PER_TEMPLATE = 2  # and for the validation set
+SPLITS = ("train", "validation", "heldout")
 
+
+# --- test inputs: each template's inputs make every one of its bugs fail a test ----------
+
+def _lists(k, rng, n=3, length=12):
+    """``n`` random lists of ints 1..12: slicing and counting bugs show on them."""
+    return [[rng.randint(1, 12) for _ in range(length)] for _ in range(n)]
+
+
+def _odd_lists(k, rng):
+    """Lists of odd length (11, 13, 15): ``xs[k:]`` never equals ``xs[-k:]`` on them."""
+    return [[rng.randint(1, 12) for _ in range(length)] for length in (11, 13, 15)]
+
+
+def _multiples(k, rng):
+    """One multiple of k, one not, and 0."""
+    return [k * rng.randint(2, 6), k * rng.randint(2, 6) + 1, 0]
+
+
+def _with(rng, xs, *values):
+    """``xs`` with ``values`` put at random distinct places (a seeded shuffle of the places)."""
+    xs = list(xs)
+    for place, value in zip(rng.sample(range(len(xs)), len(values)), values):
+        xs[place] = value
+    return xs
+
+
+def _small_ends(k, rng):
+    """Lists whose first and last items are below k and one item equals k: loop-bound and
+    off-by-one bugs of a sum over the items below k show."""
+    out = []
+    for _ in range(3):
+        xs = _with(rng, [rng.randint(1, 12) for _ in range(8)], k)
+        xs[0], xs[-1] = rng.randint(1, k - 1), rng.randint(1, k - 1)
+        out.append(xs)
+    return out
+
+
+def _big_ends(k, rng):
+    """Lists whose first and last items are above k and one item equals k."""
+    out = []
+    for _ in range(3):
+        xs = _with(rng, [rng.randint(1, 12) for _ in range(8)], k)
+        xs[0], xs[-1] = rng.randint(k + 1, 12), rng.randint(k + 1, 12)
+        out.append(xs)
+    return out
+
+
+def _find_cases(k, rng):
+    """k inside (not at index k), k last, k absent: the three ways a search goes wrong."""
+    def others(n):
+        return [rng.choice([v for v in range(1, 13) if v != k]) for _ in range(n)]
+    inside = others(8)
+    inside[rng.choice([i for i in range(1, 7) if i != k])] = k
+    last = others(8)
+    last[-1] = k
+    return [inside, last, others(8)]
+
+
+def _empty_and_lists(k, rng):
+    """The empty list, then two lists without k (so their largest item is not k)."""
+    return [[]] + [[rng.choice([v for v in range(1, 13) if v != k]) for _ in range(6)] for _ in range(2)]
+
+
+def _repeats_above(k, rng):
+    """Lists with a repeated item above k and an item equal to k."""
+    out = []
+    for _ in range(3):
+        big = rng.randint(k + 1, 12)
+        out.append(_with(rng, [rng.randint(1, 12) for _ in range(10)], big, big, k))
+    return out
+
+
+def _repeats_below(k, rng):
+    """Lists with a repeated item below k and an item equal to k."""
+    out = []
+    for _ in range(3):
+        small = rng.randint(1, k - 1)
+        out.append(_with(rng, [rng.randint(1, 12) for _ in range(10)], small, small, k))
+    return out
+
+
+def _peak_after(k, rng):
+    """Lists whose largest item (12, once) sits at index k, just after the first k items."""
+    out = []
+    for _ in range(3):
+        xs = [rng.randint(1, 11) for _ in range(12)]
+        xs[k] = 12
+        out.append(xs)
+    return out
+
+
+# --- the templates ---------------------------------------------------------------------
 # name(args), docstring with {k}, correct body, buggy bodies (kind, body), a reference
 # implementation (trusted: used only here, to write the expected values into the tests),
-# and the test inputs. Bodies use {k}, {k1} = k + 1 and {k0} = k - 1.
+# and the test inputs (a function of k and the generator). Bodies use {k}, {k1} = k + 1 and
+# {k0} = k - 1; a body of several lines is indented by 4 spaces a level, from 0.
+
+_SUM_LOOP = "total = 0\nfor v in xs{bounds}:\n    if v {op} {k}:\n        total += v\nreturn total"
+
+
+def _sum_loop(op, bounds=""):
+    return _SUM_LOOP.replace("{op}", op).replace("{bounds}", bounds)
+
+
+#: templates of the training set: four k each for training, two for validation, two held out
 TEMPLATES = {
     "add": dict(signature="add(x)", doc="Return x plus {k}.", body="return x + {k}",
                 bugs=[("wrong operator", "return x - {k}"), ("off-by-one", "return x + {k1}")],
-                fn=lambda k: lambda x: x + k, inputs=[1, 5, -3]),
+                fn=lambda k: lambda x: x + k, inputs=lambda k, rng: [1, 5, -3]),
     "scale": dict(signature="scale(x)", doc="Return x times {k}.", body="return x * {k}",
                   bugs=[("wrong operator", "return x + {k}"), ("wrong operator", "return x ** {k}")],
-                  fn=lambda k: lambda x: x * k, inputs=[3, 5, -1]),
+                  fn=lambda k: lambda x: x * k, inputs=lambda k, rng: [3, 5, -1]),
+    "is_multiple": dict(signature="is_multiple(x)", doc="Return True if x is a multiple of {k}.",
+                        body="return x % {k} == 0",
+                        bugs=[("wrong operator", "return x // {k} == 0"), ("wrong operator", "return x % {k} != 0")],
+                        fn=lambda k: lambda x: x % k == 0, inputs=_multiples),
     "head": dict(signature="head(xs)", doc="Return the first {k} items of xs.", body="return xs[:{k}]",
                  bugs=[("off-by-one", "return xs[:{k1}]"), ("wrong slice", "return xs[{k}:]")],
-                 fn=lambda k: lambda xs: xs[:k], inputs="lists"),
+                 fn=lambda k: lambda xs: xs[:k], inputs=_lists),
+    "last_items": dict(signature="last_items(xs)", doc="Return the last {k} items of xs.", body="return xs[-{k}:]",
+                       bugs=[("wrong slice", "return xs[{k}:]"), ("off-by-one", "return xs[-{k1}:]"),
+                             ("wrong slice", "return xs[:-{k}]")],
+                       fn=lambda k: lambda xs: xs[-k:], inputs=_odd_lists),
+    "sum_first": dict(signature="sum_first(xs)", doc="Return the sum of the first {k} items of xs.",
+                      body="return sum(xs[:{k}])",
+                      bugs=[("off-by-one", "return sum(xs[:{k0}])"), ("wrong builtin", "return max(xs[:{k}])")],
+                      fn=lambda k: lambda xs: sum(xs[:k]), inputs=_lists),
     "count_above": dict(signature="count_above(xs)", doc="Return how many items of xs are above {k}.",
                         body="return len([v for v in xs if v > {k}])",
                         bugs=[("off-by-one", "return len([v for v in xs if v >= {k}])"),
                               ("wrong operator", "return len([v for v in xs if v < {k}])")],
-                        fn=lambda k: lambda xs: len([v for v in xs if v > k]), inputs="lists"),
+                        fn=lambda k: lambda xs: len([v for v in xs if v > k]), inputs=_lists),
+    "count_new": dict(signature="count_new(xs)", doc="Return how many different values of xs are above {k}.",
+                      body="return len(set([v for v in xs if v > {k}]))",
+                      bugs=[("wrong data structure", "return len([v for v in xs if v > {k}])"),
+                            ("missing filter", "return len(set(xs))"),
+                            ("off-by-one", "return len(set([v for v in xs if v >= {k}]))")],
+                      fn=lambda k: lambda xs: len({v for v in xs if v > k}), inputs=_repeats_above),
+    "sum_small": dict(signature="sum_small(xs)", doc="Return the sum of the items of xs that are less than {k}.",
+                      body=_sum_loop("<"),
+                      bugs=[("wrong loop bounds", _sum_loop("<", "[1:]")),
+                            ("wrong loop bounds", _sum_loop("<", "[:-1]")),
+                            ("off-by-one", _sum_loop("<="))],
+                      fn=lambda k: lambda xs: sum(v for v in xs if v < k), inputs=_small_ends),
     "biggest": dict(signature="biggest(xs)", doc="Return the largest item of xs plus {k}.",
                     body="return max(xs) + {k}",
                     bugs=[("wrong builtin", "return min(xs) + {k}"), ("wrong builtin", "return sum(xs) + {k}")],
-                    fn=lambda k: lambda xs: max(xs) + k, inputs="lists"),
-    "sum_first": dict(signature="sum_first(xs)", doc="Return the sum of the first {k} items of xs.",
-                      body="return sum(xs[:{k}])",
-                      bugs=[("off-by-one", "return sum(xs[:{k0}])"), ("wrong builtin", "return max(xs[:{k}])")],
-                      fn=lambda k: lambda xs: sum(xs[:k]), inputs="lists"),
-    "is_multiple": dict(signature="is_multiple(x)", doc="Return True if x is a multiple of {k}.",
-                        body="return x % {k} == 0",
-                        bugs=[("wrong operator", "return x // {k} == 0"), ("wrong operator", "return x % {k} != 0")],
-                        fn=lambda k: lambda x: x % k == 0, inputs="multiples"),
+                    fn=lambda k: lambda xs: max(xs) + k, inputs=_lists),
+    "max_or": dict(signature="max_or(xs)", doc="Return the largest item of xs, or {k} if xs is empty.",
+                   body="if not xs:\n    return {k}\nreturn max(xs)",
+                   bugs=[("missing edge case", "return max(xs)"),
+                         ("wrong condition", "if xs:\n    return {k}\nreturn max(xs)"),
+                         ("wrong builtin", "if not xs:\n    return {k}\nreturn min(xs)")],
+                   fn=lambda k: lambda xs: max(xs) if xs else k, inputs=_empty_and_lists),
+    "find": dict(signature="find(xs)", doc="Return the index of {k} in xs, or -1 if it is not in xs.",
+                 body="for i in range(len(xs)):\n    if xs[i] == {k}:\n        return i\nreturn -1",
+                 bugs=[("missing edge case", "for i in range(len(xs)):\n    if xs[i] == {k}:\n        return i"),
+                       ("wrong loop bounds",
+                        "for i in range(len(xs) - 1):\n    if xs[i] == {k}:\n        return i\nreturn -1"),
+                       ("wrong value", "for i in range(len(xs)):\n    if xs[i] == {k}:\n        return xs[i]\n"
+                                       "return -1")],
+                 fn=lambda k: lambda xs: xs.index(k) if k in xs else -1, inputs=_find_cases),
+}
+
+#: templates only the held-out set has: new combinations of what training shows
+HELDOUT_TEMPLATES = {
+    "sum_last": dict(signature="sum_last(xs)", doc="Return the sum of the last {k} items of xs.",
+                     body="return sum(xs[-{k}:])",
+                     bugs=[("wrong slice", "return sum(xs[{k}:])"), ("missing slice", "return sum(xs)"),
+                           ("wrong slice", "return sum(xs[:{k}])")],
+                     fn=lambda k: lambda xs: sum(xs[-k:]), inputs=_odd_lists),
+    "max_first": dict(signature="max_first(xs)", doc="Return the largest of the first {k} items of xs.",
+                      body="return max(xs[:{k}])",
+                      bugs=[("off-by-one", "return max(xs[:{k1}])"), ("missing slice", "return max(xs)"),
+                            ("wrong slice", "return max(xs[{k}:])")],
+                      fn=lambda k: lambda xs: max(xs[:k]), inputs=_peak_after),
+    "count_small": dict(signature="count_small(xs)", doc="Return how many items of xs are less than {k}.",
+                        body="return len([v for v in xs if v < {k}])",
+                        bugs=[("off-by-one", "return len([v for v in xs if v <= {k}])"),
+                              ("wrong data structure", "return len(set([v for v in xs if v < {k}]))"),
+                              ("wrong operator", "return len([v for v in xs if v > {k}])")],
+                        fn=lambda k: lambda xs: len([v for v in xs if v < k]), inputs=_repeats_below),
+    "sum_above": dict(signature="sum_above(xs)", doc="Return the sum of the items of xs that are above {k}.",
+                      body=_sum_loop(">"),
+                      bugs=[("wrong loop bounds", _sum_loop(">", "[1:]")),
+                            ("wrong loop bounds", _sum_loop(">", "[:-1]")),
+                            ("off-by-one", _sum_loop(">="))],
+                      fn=lambda k: lambda xs: sum(v for v in xs if v > k), inputs=_big_ends),
 }
 
 
@@ -75,42 +243,57 @@ def _fill(text: str, k: int) -> str:
     return text.format(k=k, k1=k + 1, k0=k - 1)
 
 
+def _as_body(text: str, k: int) -> str:
+    """A template body as a completion: each line indented by 4 more spaces, after a newline."""
+    return "".join("\n    " + line for line in _fill(text, k).split("\n"))
+
+
 def make_prompt(signature: str, doc: str) -> str:
     """The prompt: signature and docstring; the completion starts with the body's newline."""
     return f'def {signature}:\n    """{doc}"""'
 
 
-def _test_inputs(kind, k: int, rng: random.Random) -> list:
-    if kind == "lists":  # long enough that slicing bugs show, values around every k
-        return [[rng.randint(1, 12) for _ in range(12)] for _ in range(3)]
-    if kind == "multiples":  # one multiple, one not, one other multiple
-        return [k * rng.randint(2, 6), k * rng.randint(2, 6) + 1, 0]
-    return list(kind)
+def _split_of(k, held_out, validation) -> str:
+    return "heldout" if k in held_out else "validation" if k in validation else "train"
 
 
 def generate_tasks(seed: int = 0) -> list[dict]:
-    """Every (template, k) task, its hidden tests, reference body, buggy bodies and split.
+    """Every (template, k) task: its hidden tests, reference body, buggy bodies and split.
 
-    Deterministic in ``seed``: the test inputs and the held-out ``k`` values come from one
-    ``random.Random(seed)``. Tests are literal asserts (``assert add(1) == 4``) whose
-    expected values come from the template's trusted implementation.
+    Deterministic in ``seed``: the test inputs and the choice of held-out and validation
+    ``k`` come from one ``random.Random(seed)``. Tests are literal asserts
+    (``assert add(1) == 4``) whose expected values come from the template's trusted
+    implementation, never from the body the model is shown.
     """
     rng = random.Random(seed)
     tasks = []
-    for name, t in TEMPLATES.items():
-        held_out = set(rng.sample(list(K_VALUES), HELD_OUT_PER_TEMPLATE))
-        for k in K_VALUES:
-            fn = t["fn"](k)
-            tests = [f"assert {name}({x!r}) == {fn(x)!r}" for x in _test_inputs(t["inputs"], k, rng)]
-            tasks.append({
-                "task_id": f"{name}_{k}", "template": name, "k": k,
-                "split": "heldout" if k in held_out else "train",
-                "prompt": make_prompt(t["signature"], _fill(t["doc"], k)),
-                "reference": "\n    " + _fill(t["body"], k),
-                "bugs": [{"kind": kind, "completion": "\n    " + _fill(body, k)} for kind, body in t["bugs"]],
-                "tests": tests,
-            })
+    for seen, templates in ((True, TEMPLATES), (False, HELDOUT_TEMPLATES)):
+        for name, t in templates.items():
+            if seen:
+                chosen = rng.sample(list(K_VALUES), HELD_OUT_PER_TEMPLATE + VALIDATION_PER_TEMPLATE)
+                held_out, validation = set(chosen[:HELD_OUT_PER_TEMPLATE]), set(chosen[HELD_OUT_PER_TEMPLATE:])
+            else:
+                held_out, validation = set(K_VALUES), set()
+            for k in K_VALUES:
+                fn = t["fn"](k)
+                tests = [f"assert {name}({x!r}) == {fn(x)!r}" for x in t["inputs"](k, rng)]
+                tasks.append({
+                    "task_id": f"{name}_{k}", "template": name, "k": k,
+                    "split": _split_of(k, held_out, validation), "seen_template": seen,
+                    "prompt": make_prompt(t["signature"], _fill(t["doc"], k)),
+                    "reference": _as_body(t["body"], k),
+                    "bugs": [{"kind": kind, "completion": _as_body(body, k)} for kind, body in t["bugs"]],
+                    "tests": tests,
+                })
     return tasks
+
+
+def token_edit_size(a, b) -> int:
+    """How many tokens differ between two token sequences: over the opcodes of a minimal
+    alignment (:class:`difflib.SequenceMatcher`), each replaced, deleted or inserted run
+    counts its longer side. ``x + 3`` -> ``x + 4`` is 1; deleting a line is its length."""
+    matcher = difflib.SequenceMatcher(a=list(a), b=list(b), autojunk=False)
+    return sum(max(i2 - i1, j2 - j1) for op, i1, i2, j1, j2 in matcher.get_opcodes() if op != "equal")
 
 
 def write_tasks(path: str | Path = DATA_PATH, seed: int = 0) -> Path:
@@ -314,7 +497,7 @@ def mbpp_to_task(record: dict, where: str = "MBPP") -> dict:
     if not tests or not all(isinstance(t, str) for t in tests):
         raise ValueError(f"{where}: test_list must be a non-empty list of strings")
     text = re.sub(r"\s+", " ", record["text"]).strip()
-    return {"task_id": f"mbpp_{record['task_id']}", "template": "mbpp", "split": "heldout",
+    return {"task_id": f"mbpp_{record['task_id']}", "template": "mbpp", "split": "heldout", "seen_template": False,
             "prompt": f'"""{text}\n{tests[0]}\n"""', "reference": "\n" + record["code"].replace("\r\n", "\n"),
             "tests": tests, "setup": record.get("test_setup_code") or "", "bugs": []}
 
