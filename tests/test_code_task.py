@@ -227,7 +227,7 @@ def test_mbpp_record_missing_a_field_names_it():
 
 
 def test_collapse_rule_by_hand():
-    from dpo_lab.code_sweep import collapsed
+    from dpo_lab.tasks.code_sweep import collapsed
 
     sft = {"per_task_pass": [0.5] * 10, "per_task_valid": [0.8] * 10}
     broken = {"per_task_pass": [0.0] * 10, "per_task_valid": [0.1] * 10}  # fewer valid programs, no better
@@ -242,10 +242,10 @@ def test_collapse_rule_by_hand():
 
 
 def test_the_shipped_sweep_matches_notebook_04_and_its_own_rule():
-    from dpo_lab.code_sweep import BETAS, KNOBS, LEARNING_RATES, collapsed, load_sweep, notebook_tiny_config
+    from dpo_lab.tasks.code_sweep import BETAS, KNOBS, LEARNING_RATES, collapsed, load_sweep, notebook_tiny_config
 
     sweep, cfg = load_sweep(), notebook_tiny_config()
-    assert sweep["config"] == {k: cfg[k] for k in KNOBS}, "rerun python -m dpo_lab.code_sweep"
+    assert sweep["config"] == {k: cfg[k] for k in KNOBS}, "rerun python -m dpo_lab.tasks.code_sweep"
     assert sweep["generator_version"] == code.GENERATOR_VERSION
     valid_tasks = [t for t in code.load_tasks() if t["split"] == "validation"]
     assert sweep["n_validation_tasks"] == len(valid_tasks) == len(sweep["sft"]["per_task_pass"])

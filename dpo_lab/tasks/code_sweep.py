@@ -7,7 +7,7 @@ the **validation** tasks of ``data/code_tasks.jsonl`` (never on the held-out tes
 It is too slow for the notebook's few minutes (twelve runs), so it runs offline and the
 notebook loads and plots what it wrote::
 
-    python -m dpo_lab.code_sweep   # writes data/code_dpo_sweep.json (about 10 minutes on a busy 2-core machine)
+    python -m dpo_lab.tasks.code_sweep   # writes data/code_dpo_sweep.json (about 10 minutes on a busy 2-core machine)
 
 It builds the SFT model and the pairs exactly as the notebook does (the knobs come from the
 notebook's own ``CONFIGS["tiny"]`` cell, and the same seeds), so the grid's runs differ from
@@ -35,7 +35,7 @@ import numpy as np
 from dpo_lab.paths import data_path
 
 SWEEP_PATH = data_path("code_dpo_sweep.json")
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "04_code_dpo.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "04_code_dpo.ipynb"  # in a checkout
 LEARNING_RATES = (1e-4, 3e-4, 1e-3)
 BETAS = (0.1, 0.5)
 LOSSES = ("dpo", "dpo_nll")  # plain DPO, and DPO + NLL on the chosen program (weight cfg["nll_alpha"])
@@ -139,7 +139,7 @@ def run_sweep(cfg: dict, progress: bool = True) -> dict:
                 print(f"{loss:8} lr {lr:g} beta {beta:g}: pass@1 {run['pass@1']:.3f} valid {run['valid']:.2f} "
                       f"collapsed {run['collapsed']}", flush=True)
     best = {loss: max((r for r in runs if r["loss"] == loss), key=lambda r: r["pass@1"]) for loss in LOSSES}
-    return {"command": "python -m dpo_lab.code_sweep", "generator_version": GENERATOR_VERSION,
+    return {"command": "python -m dpo_lab.tasks.code_sweep", "generator_version": GENERATOR_VERSION,
             "config": {k: cfg[k] for k in KNOBS}, "learning_rates": list(LEARNING_RATES), "betas": list(BETAS),
             "n_validation_tasks": len(valid_tasks), "n_pairs": len(pairs), "sft": sft_eval, "runs": runs,
             "chosen": {loss: {"lr": r["lr"], "beta": r["beta"]} for loss, r in best.items()},
@@ -150,7 +150,7 @@ def load_sweep(path=SWEEP_PATH) -> dict:
     """The sweep's results as written by :func:`main`."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run `python -m dpo_lab.code_sweep` to write it")
+        raise FileNotFoundError(f"{path} is missing: run `python -m dpo_lab.tasks.code_sweep` to write it")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
