@@ -255,3 +255,9 @@ def test_the_sweep_uses_the_notebooks_settings():
     assert tiny["headline_beta"] in GRID["beta"] and tiny["headline_lr"] in GRID["dpo_lr"]
     assert tiny["dpo_epochs"] in GRID["dpo_epochs"] and tiny["construction"] in GRID["construction"]
     assert "test" not in moderation_sweep.main.__code__.co_consts  # it never loads the test split
+
+
+def test_load_messages_accepts_its_own_default_split():
+    assert mod.load_messages() == mod.load_messages("generated", "sft")
+    with pytest.raises(ValueError, match="split must be one of"):
+        mod.load_messages("generated", "train")

@@ -432,7 +432,7 @@ def map_sms_spam(row: dict) -> dict:
             "noisy": False}
 
 
-def load_messages(source: str = "generated", split: str = "train", limit: int | None = None,
+def load_messages(source: str = "generated", split: str = "sft", limit: int | None = None,
                   seed: int = 0) -> list[dict]:
     """Records of one split (``"sft"``, ``"prefs"``, ``"val"`` or ``"test"``).
 
