@@ -655,7 +655,8 @@ def notebook_config(path) -> dict:
     if len(cells) != 1:
         raise ValueError(f"{path}: expected one code cell defining CONFIGS, found {len(cells)}")
     # names the cell may take from earlier cells: a stub pick_config (it picks "full") and `info`
-    namespace = {"info": {"device": "cpu", "profile": "full", "seed": 0}, "pick_config": lambda configs: configs["full"]}
+    namespace = {"info": {"device": "cpu", "profile": "full", "seed": 0},
+                 "pick_config": lambda configs: configs["full"]}
     with contextlib.redirect_stdout(io.StringIO()):
         exec(compile(cells[0], f"{path}:CONFIGS", "exec"), namespace)
     cfg = dict(namespace["CONFIGS"]["full"])
