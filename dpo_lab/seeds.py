@@ -63,7 +63,7 @@ def execute(path: Path, seed: int, timeout: int = 1800):
            "PYTHONPATH": str(path.resolve().parent.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("DPO_LAB_SCALE", None)
     client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.resolve().parent)}})
+                                     resources={"metadata": {"path": str(path.resolve().parent)}})
     start = time.perf_counter()
     try:
         client.execute(env=env)
