@@ -50,7 +50,7 @@ def recorded_claims(nb) -> list[dict] | None:
     return None
 
 
-def execute(path: Path, seed: int, timeout: int = 1800, all_claims: bool = False):
+def execute(path: Path, seed: int, timeout: int = 1800, all_claims: bool = False, figures: bool = False):
     """Execute notebook ``path`` in the tiny profile at ``seed``; return (notebook, error or None, seconds)."""
     import nbformat
 
@@ -65,9 +65,11 @@ def execute(path: Path, seed: int, timeout: int = 1800, all_claims: bool = False
            "PYTHONPATH": str(path.resolve().parent.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("DPO_LAB_SCALE", None)
     env.pop("DPO_LAB_CLAIMS", None)
+    if figures:  # the kernel's own inline backend, so figures are saved in the notebook (Agg draws nothing)
+        env.pop("MPLBACKEND")
     if all_claims:  # a failed claim is reported and the notebook goes on (dpo_lab.claims.claim_mode)
         env["DPO_LAB_CLAIMS"] = "report"
-    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3", coalesce_streams=True,
                                      resources={"metadata": {"path": str(path.resolve().parent)}})
     start = time.perf_counter()
     try:
