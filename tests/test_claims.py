@@ -24,7 +24,7 @@ CLAIMS_PER_NOTEBOOK = {
     "06_diffusion_dpo": 28,
     "07_efficiency_lora": 4,
     "08_variants_and_failure_modes": 48,
-    "09_content_moderation": 9,
+    "09_content_moderation": 7,
 }
 
 
