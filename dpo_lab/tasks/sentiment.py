@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from dpo_lab.paths import data_path
+from dpo_lab.reward_model import HubScorer
 
 DATA_PATH = data_path("sentiment_reviews.jsonl")  # shipped with the package (dpo_lab.paths)
 GENERATOR_VERSION = 1  # bump when the generator changes; it is part of the runs/ cache key
@@ -130,8 +131,8 @@ class LexiconSentiment:
         return np.array([1.0 / (1.0 + math.exp(-lexicon_score(t))) for t in texts])
 
 
-class ClassifierSentiment:
-    """Gold reward of the full profile: a sequence classifier's P(positive).
+class ClassifierSentiment(HubScorer):
+    """Gold reward of the full profile: a sequence classifier's P(positive) (a :class:`HubScorer`).
 
     ``name_or_path`` is a Hub id or a local folder with a ``save_pretrained`` sentiment
     classifier; ``positive_label`` names its positive class (``lvwerra/distilbert-imdb``
@@ -140,34 +141,8 @@ class ClassifierSentiment:
 
     def __init__(self, name_or_path: str = "lvwerra/distilbert-imdb", positive_label: str | int = "POSITIVE",
                  device=None, batch_size: int = 64, max_length: int = 512):
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        self.name = str(name_or_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path).eval()
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(self.device)
-        label2id = {str(k): v for k, v in self.model.config.label2id.items()}
-        if isinstance(positive_label, int):
-            self.positive_id = positive_label
-        elif positive_label in label2id:
-            self.positive_id = label2id[positive_label]
-        else:
-            raise ValueError(f"{name_or_path} has labels {sorted(label2id)}, not {positive_label!r}")
-        self.batch_size, self.max_length = batch_size, max_length
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        import torch
-
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
-                                     truncation=True, max_length=self.max_length).to(self.device)
-                probs = self.model(**enc).logits.float().softmax(-1)[:, self.positive_id]
-                out.append(probs.cpu().numpy())
-        return np.concatenate(out) if out else np.zeros(0)
+        super().__init__(name_or_path, label=positive_label, device=device, batch_size=batch_size,
+                         max_length=max_length)
 
 
 # --- loading reviews ----------------------------------------------------------------
