@@ -24,6 +24,7 @@ One concept a module; read any of them top to bottom:
 * ``bench``     the cost of a DPO step: memory set-ups, dpo_lab against TRL
 * ``sizing``    ``python -m dpo_lab.sizing``: each full-profile stage's peak memory on a T4, computed
 * ``sandbox``   run model-written code against unit tests in a child the kernel confines
+* ``sandbox_process`` one sandbox child's life: start it, read it, kill its group, delete its folder
 * ``diffusion`` a tiny DDPM: noise schedule, training, sampler, and the Diffusion-DPO loss
 * ``denoisers`` the networks a DDPM trains: a residual MLP and a small UNet
 * ``tasks``     one module a task: data, gold reward, Hub mapping
