@@ -21,7 +21,7 @@ CLAIMS_PER_NOTEBOOK = {
     "03_reward_model_baseline": 10,
     "04_code_dpo": 13,
     "05_summarization_dpo": 22,
-    "06_diffusion_dpo": 28,
+    "06_diffusion_dpo": 26,
     "07_efficiency_lora": 4,
     "08_variants_and_failure_modes": 48,
     "09_content_moderation": 7,
