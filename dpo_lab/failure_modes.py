@@ -8,8 +8,10 @@ log-probs, so an experiment can reuse one cached set of reference log-probs
 * label noise: :func:`flip_labels`, :func:`swap_where`
 * length confounds: :func:`split_by_length`
 * off-policy pairs: :func:`pairs_from_reviews` (pairs from texts another model wrote)
-* likelihood displacement, "where the mass goes": :func:`mass_shift`, :func:`top_mass_changes`
+* likelihood displacement, "where the mass goes": :func:`mass_shift` (per completion:
+  :func:`mass_per_completion`), :func:`top_mass_changes`
 * degenerate text that a word-counting gold reward does not see: :func:`known_word_share`
+  (per text: :func:`known_word_counts`)
 """
 
 from __future__ import annotations
@@ -116,6 +118,33 @@ def _next_token_probs(model, batch: dict) -> torch.Tensor:
 
 
 @torch.no_grad()
+def mass_per_completion(model, batch: dict, seen_token_ids, chunk_rows: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Next-token probability mass of ``model`` on each completion of ``batch``, split three ways.
+
+    At every completion position the mass is split into: the token the data has there, the
+    other tokens ``seen_token_ids``, and tokens never seen. Returns ``(mass, positions)``:
+    ``mass`` of shape (rows, 3) sums each share over the completion's positions, ``positions``
+    (rows,) counts them, so a share over any set of completions is ``mass.sum(0) / positions.sum()``
+    (what :func:`mass_shift` reports, and what a bootstrap over completions resamples).
+    """
+    mass, positions = [], []
+    for chunk in _chunks(batch, chunk_rows):
+        probs = _next_token_probs(model, chunk)
+        seen_mask = torch.zeros(probs.shape[-1], dtype=torch.bool, device=probs.device)
+        seen_mask[torch.as_tensor(sorted(set(seen_token_ids)), dtype=torch.long, device=probs.device)] = True
+        mask = chunk["completion_mask"][:, 1:].to(probs.dtype)
+        data = probs.gather(-1, chunk["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)
+        seen = (probs * seen_mask).sum(-1)
+        shares = torch.stack([data, seen - data, 1 - seen], dim=-1) * mask.unsqueeze(-1)  # zero off the completion
+        mass.append(shares.sum(1).double().cpu())
+        positions.append(mask.sum(1).double().cpu())
+    return torch.cat(mass).numpy(), torch.cat(positions).numpy()
+
+
+MASS_COLUMNS = ("data token", "other seen tokens", "never-seen tokens")
+
+
+@torch.no_grad()
 def mass_shift(policy, reference, batch: dict, seen_token_ids, chunk_rows: int = 16) -> pd.DataFrame:
     """Where the next-token probability mass sits on completion positions, policy vs reference.
 
@@ -127,18 +156,8 @@ def mass_shift(policy, reference, batch: dict, seen_token_ids, chunk_rows: int =
     """
     rows = {}
     for name, model in (("reference", reference), ("policy", policy)):
-        totals, positions = torch.zeros(3, dtype=torch.float64), 0
-        for chunk in _chunks(batch, chunk_rows):
-            probs = _next_token_probs(model, chunk)
-            seen_mask = torch.zeros(probs.shape[-1], dtype=torch.bool, device=probs.device)
-            seen_mask[torch.as_tensor(sorted(set(seen_token_ids)), dtype=torch.long, device=probs.device)] = True
-            mask = chunk["completion_mask"][:, 1:].bool()
-            data = probs.gather(-1, chunk["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)[mask]
-            seen = (probs * seen_mask).sum(-1)[mask]
-            totals += torch.stack([data.sum(), (seen - data).sum(), (1 - seen).sum()]).double().cpu()
-            positions += int(mask.sum())
-        share = (totals / positions).tolist()
-        rows[name] = {"data token": share[0], "other seen tokens": share[1], "never-seen tokens": share[2]}
+        mass, positions = mass_per_completion(model, batch, seen_token_ids, chunk_rows)
+        rows[name] = dict(zip(MASS_COLUMNS, (mass.sum(0) / positions.sum()).tolist()))
     return pd.DataFrame(rows).T
 
 
@@ -168,6 +187,16 @@ def top_mass_changes(policy, reference, batch: dict, tokenizer, k: int = 8, chun
 _WORDS = re.compile(r"[a-z']+")
 
 
+def known_word_counts(texts: list[str], reference_texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per text: how many of its words occur somewhere in ``reference_texts`` (lower-cased), and how many words
+    it has. Summed over any set of texts they give its known-word share (:func:`known_word_share`), so a
+    bootstrap over prompts can resample them."""
+    vocabulary = {w for t in reference_texts for w in _WORDS.findall(t.lower())}
+    words = [_WORDS.findall(t.lower()) for t in texts]
+    return (np.array([sum(w in vocabulary for w in ws) for ws in words], dtype=float),
+            np.array([len(ws) for ws in words], dtype=float))
+
+
 def known_word_share(texts: list[str], reference_texts: list[str]) -> float:
     """Share of the words in ``texts`` that occur somewhere in ``reference_texts`` (lower-cased).
 
@@ -175,6 +204,5 @@ def known_word_share(texts: list[str], reference_texts: list[str]) -> float:
     which a gold reward that only counts sentiment words does not notice. 1.0 when
     ``texts`` has no words at all.
     """
-    vocabulary = {w for t in reference_texts for w in _WORDS.findall(t.lower())}
-    words = [w for t in texts for w in _WORDS.findall(t.lower())]
-    return 1.0 if not words else sum(w in vocabulary for w in words) / len(words)
+    known, total = known_word_counts(texts, reference_texts)
+    return 1.0 if total.sum() == 0 else float(known.sum() / total.sum())

@@ -9,7 +9,9 @@ import torch
 from dpo_lab.collate import encode_examples, pad_batch
 from dpo_lab.failure_modes import (
     flip_labels,
+    known_word_counts,
     known_word_share,
+    mass_per_completion,
     mass_shift,
     pairs_from_reviews,
     split_by_length,
@@ -84,6 +86,11 @@ def test_mass_shift_and_top_changes(tiny_model, tokenizer):
         policy.transformer.ln_f.bias.fill_(1.0)
         policy.lm_head.weight[unseen] = 100.0
     shifted = mass_shift(policy, tiny_model, batch, seen)
+    # per completion: the masses summed over each row's positions add up to the shares mass_shift reports
+    mass, positions = mass_per_completion(policy, batch, seen)
+    assert mass.shape == (2, 3) and positions.tolist() == [int(m.sum()) for m in batch["completion_mask"][:, 1:]]
+    assert mass.sum(1) == pytest.approx(positions, abs=1e-4)  # each position's three shares sum to 1
+    assert (mass.sum(0) / positions.sum()).tolist() == pytest.approx(shifted.loc["policy"].tolist(), abs=1e-6)
     # cutting the batch into one-row chunks (to bound memory) changes nothing
     pd.testing.assert_frame_equal(mass_shift(policy, tiny_model, batch, seen, chunk_rows=1), shifted, atol=1e-6)
     assert shifted.loc["policy", "never-seen tokens"] == pytest.approx(1.0, abs=1e-4)
@@ -99,3 +106,5 @@ def test_known_word_share():
     # words: the, film, was, xqz, great, zzkk -> 4 of 6 known
     assert known_word_share(["The film was xqz", "great zzkk!"], reference) == pytest.approx(4 / 6)
     assert known_word_share(["", "123 !!"], reference) == 1.0
+    known, total = known_word_counts(["The film was xqz", "great zzkk!", ""], reference)
+    assert known.tolist() == [3, 1, 0] and total.tolist() == [4, 2, 0]
