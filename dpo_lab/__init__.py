@@ -31,6 +31,7 @@ One concept a module; read any of them top to bottom:
 * ``seeds``     ``python -m dpo_lab.seeds``: notebooks rerun at other seeds, their headline claims
 * ``results``   saving a notebook's headline numbers
 * ``plotting``  plots used by more than one notebook
+* ``progress``  the one progress bar: plain text, so a saved notebook shows it finished
 * ``fork``      ``python -m dpo_lab.fork OWNER/REPO``: set-up cells and Colab badges for a fork
 * ``syllabus``  ``python -m dpo_lab.syllabus``: the README's table from the notebooks' runs
 """

@@ -22,6 +22,9 @@ What happens when a claim fails depends on where the notebook runs:
   its numbers and the notebook goes on.
 * ``DPO_LAB_SCALE=smoke`` (the full profile at a cut scale against a stand-in Hub, in CI):
   random weights cannot show learned effects, so claims are only recorded.
+* ``DPO_LAB_CLAIMS=report`` overrides the profile's mode: a tiny run goes on past a failed
+  claim, so ``python -m dpo_lab.seeds --all-claims`` can list *every* claim that fails at a
+  seed, not only the first.
 
 Facts that are not results (shapes, schemas, finiteness, log 2 at step 0, equality with
 TRL) stay plain ``assert`` statements and raise everywhere.
@@ -48,9 +51,18 @@ class ClaimFailed(AssertionError):
 
 
 def claim_mode() -> str:
-    """``"raise"`` (tiny profile), ``"report"`` (full profile) or ``"record"`` (smoke scale)."""
+    """``"raise"`` (tiny profile), ``"report"`` (full profile) or ``"record"`` (smoke scale).
+
+    ``DPO_LAB_CLAIMS`` (``raise`` or ``report``), when set, overrides the profile's mode."""
+    import os
+
     from dpo_lab.env import get_profile, get_scale
 
+    override = os.environ.get("DPO_LAB_CLAIMS")
+    if override is not None:
+        if override not in ("raise", "report"):
+            raise ValueError(f"DPO_LAB_CLAIMS={override!r}: use 'raise' or 'report'")
+        return override
     if get_scale() == "smoke":
         return "record"
     return "raise" if get_profile() == "tiny" else "report"

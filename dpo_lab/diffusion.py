@@ -272,11 +272,9 @@ def _autocast(device: torch.device, amp: bool):
 
 
 def _progress(iterable, desc: str, progress: bool):
-    if not progress:
-        return iterable
-    from tqdm.auto import tqdm
+    from dpo_lab.progress import progress as progress_bar
 
-    return tqdm(iterable, desc=desc, mininterval=1.0)
+    return progress_bar(iterable, desc, enabled=progress)
 
 
 def _optimize(model, loss_fn, *, steps: int, lr: float, weight_decay: float, device: torch.device,

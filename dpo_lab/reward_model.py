@@ -34,11 +34,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from dpo_lab.collate import pad_batch
 from dpo_lab.evaluate import pairwise_wins
 from dpo_lab.logprobs import position_ids_from_mask
+from dpo_lab.progress import progress as progress_bar
 
 
 class RewardModel(torch.nn.Module):
@@ -149,7 +149,7 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: list[dict], *, epochs:
     rm.train()
     rows = []
     batches = list(shuffled_batches(len(pairs), batch_size, epochs, seed))
-    for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress)):
+    for step, idx in enumerate(progress_bar(batches, desc, enabled=progress)):
         optimizer.zero_grad(set_to_none=True)
         loss = means = None
         for micro, share in micro_batches(idx, micro_batch_size):

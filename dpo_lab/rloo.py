@@ -39,12 +39,12 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from dpo_lab.collate import pad_batch
 from dpo_lab.evaluate import sample, score_samples
 from dpo_lab.logprobs import DEFAULT_CHUNK_SIZE, sequence_logprobs
 from dpo_lab.precision import clip_and_step, resolve_precision, scaled_backward
+from dpo_lab.progress import progress as progress_bar
 from dpo_lab.train import accumulate, check_micro_batch_size, micro_batches
 
 
@@ -138,7 +138,7 @@ def train_rloo(policy, ref_model, tokenizer, prompts: list[str], reward_fn, *, k
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr)
     rows, n_samples = [], 0
     batches = list(_prompt_batches(len(prompts), min(prompts_per_step, len(prompts)), steps, seed))
-    for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress)):
+    for step, idx in enumerate(progress_bar(batches, desc, enabled=progress)):
         # 1. sample k completions a prompt from the current policy (prompt-major order)
         batch_prompts = [prompts[i] for i in idx]
         samples = sample(policy, tokenizer, batch_prompts, n=k, max_new_tokens=max_new_tokens,

@@ -734,9 +734,9 @@ def run_many(jobs, workers: int = 2, progress: bool = False, **kwargs) -> list[S
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = pool.map(lambda job: run_tests(job[0], job[1], **kwargs), jobs)
         if progress:
-            from tqdm.auto import tqdm
+            from dpo_lab.progress import progress as progress_bar
 
-            results = tqdm(results, total=len(jobs), desc="sandbox", mininterval=1.0)
+            results = progress_bar(results, "sandbox", total=len(jobs))
         return list(results)
 
 

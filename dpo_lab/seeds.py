@@ -9,6 +9,8 @@ interval and whether it held::
 
     python -m dpo_lab.seeds                    # seeds 1 and 2, every notebook (about 2 x 30 min)
     python -m dpo_lab.seeds --seeds 1 02 05    # seed 1, notebooks 02 and 05 (--seeds 1,2 for both seeds)
+    python -m dpo_lab.seeds --all-claims 04    # go on past a failed claim and list every claim that fails
+    python -m dpo_lab.seeds --keep runs/seeds 04   # also write each executed notebook there
 
 Notebooks run from the checkout's ``notebooks/`` folder in memory: nothing in the repository is
 rewritten. In the tiny profile a claim that fails stops its notebook; the report then says
@@ -48,7 +50,7 @@ def recorded_claims(nb) -> list[dict] | None:
     return None
 
 
-def execute(path: Path, seed: int, timeout: int = 1800):
+def execute(path: Path, seed: int, timeout: int = 1800, all_claims: bool = False, figures: bool = False):
     """Execute notebook ``path`` in the tiny profile at ``seed``; return (notebook, error or None, seconds)."""
     import nbformat
 
@@ -62,7 +64,12 @@ def execute(path: Path, seed: int, timeout: int = 1800):
     env = {**os.environ, "DPO_LAB_PROFILE": "tiny", "DPO_LAB_SEED": str(seed), "MPLBACKEND": "Agg",
            "PYTHONPATH": str(path.resolve().parent.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("DPO_LAB_SCALE", None)
-    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    env.pop("DPO_LAB_CLAIMS", None)
+    if figures:  # the kernel's own inline backend, so figures are saved in the notebook (Agg draws nothing)
+        env.pop("MPLBACKEND")
+    if all_claims:  # a failed claim is reported and the notebook goes on (dpo_lab.claims.claim_mode)
+        env["DPO_LAB_CLAIMS"] = "report"
+    client = nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3", coalesce_streams=True,
                                      resources={"metadata": {"path": str(path.resolve().parent)}})
     start = time.perf_counter()
     try:
@@ -73,14 +80,22 @@ def execute(path: Path, seed: int, timeout: int = 1800):
     return nb, error, time.perf_counter() - start
 
 
-def headline_result(path: Path, seed: int) -> dict:
-    """Run ``path`` at ``seed``; its headline claim's row (value, interval, holds) and the run's time."""
-    nb, error, seconds = execute(path, seed)
+def headline_result(path: Path, seed: int, all_claims: bool = False, keep: Path | None = None) -> dict:
+    """Run ``path`` at ``seed``; its headline claim's row (value, interval, holds), the run's time and
+    (``all_claims``: the run goes on past a failed claim) the names of every claim that failed."""
+    nb, error, seconds = execute(path, seed, all_claims=all_claims)
+    if keep is not None:  # the executed notebook, to read every number of the run
+        import nbformat
+
+        keep.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, keep / f"{path.stem}.seed{seed}.ipynb")
     name = headline(nb)
-    row = next((r for r in recorded_claims(nb) or [] if r["claim"] == name), None)
+    rows = recorded_claims(nb) or []
+    row = next((r for r in rows if r["claim"] == name), None)
     return {"notebook": path.stem, "seed": seed, "headline": name, "seconds": round(seconds, 1),
             "value": row and row["value"], "lower": row and row["lower"], "upper": row and row["upper"],
-            "holds": bool(row and row["holds"] and error is None), "error": error}
+            "holds": bool(row and row["holds"] and error is None), "error": error,
+            "failed_claims": [r["claim"] for r in rows if not r["holds"]]}
 
 
 def _seed_list(text: str) -> list[int]:
@@ -94,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=_seed_list, default=[1, 2], help="comma-separated, e.g. 1,2 (default)")
     parser.add_argument("notebooks", nargs="*", help="notebook numbers such as 02 05 (default: all)")
+    parser.add_argument("--all-claims", action="store_true",
+                        help="go on past a failed claim and list every claim that fails (DPO_LAB_CLAIMS=report)")
+    parser.add_argument("--keep", type=Path, default=None, help="a folder to write each executed notebook to")
     parser.add_argument("--out", type=Path, default=REPO / "results" / "seeds.json")
     args = parser.parse_args(argv)
     chosen = [p for p in notebooks() if not args.notebooks or p.name[:2] in args.notebooks]
@@ -102,13 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for path in chosen:
         for seed in args.seeds:
-            row = headline_result(path, seed)
+            row = headline_result(path, seed, all_claims=args.all_claims, keep=args.keep)
             rows.append(row)
             interval = f" [{row['lower']:.4g}, {row['upper']:.4g}]" if row["lower"] is not None else ""
             value = f"{row['value']:.4g}" if isinstance(row["value"], float) else str(row["value"])
             verdict = "holds" if row["holds"] else f"DOES NOT HOLD ({row['error'] or 'claim false'})"
             print(f"{row['notebook']} seed {seed}: {row['headline']}: {value}{interval} {verdict} "
                   f"({row['seconds']:.0f} s)", flush=True)
+            for failed in row["failed_claims"] if args.all_claims else []:
+                print(f"    fails: {failed}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
     return 0 if all(r["holds"] for r in rows) else 1

@@ -11,6 +11,7 @@ Each profile's latest run is also kept in the notebook's metadata (``metadata.dp
 committing a full-profile run's outputs does not lose the tiny-profile time, and the other way round::
 
     python -m dpo_lab.syllabus           # after executing notebooks: keep their runs, rewrite the table
+    python -m dpo_lab.syllabus --run 04 09   # first execute those notebooks in place (tiny profile, seed 0)
     python -m dpo_lab.syllabus --check   # exit 1 when README.md and the notebooks disagree (a test runs it)
 
 The "What you learn" column is prose: the script keeps what the README says, and takes a new
@@ -163,12 +164,35 @@ def check(root: Path) -> list[str]:
     return problems
 
 
+def run_in_place(root: Path, number: str) -> None:
+    """Execute notebook ``number`` (e.g. ``"04"``) in the tiny profile at seed 0 and save it with its outputs.
+
+    Streams are coalesced, so a progress bar is saved as its last frame. A notebook whose run
+    fails is not written (its committed outputs stay as they were) and the error names it."""
+    import nbformat
+
+    from dpo_lab.seeds import execute
+
+    paths = sorted((root / "notebooks").glob(f"{number}_*.ipynb"))
+    if len(paths) != 1:
+        raise SystemExit(f"--run {number}: expected one notebook notebooks/{number}_*.ipynb, found {len(paths)}")
+    nb, error, seconds = execute(paths[0], seed=0, figures=True)
+    if error is not None:
+        raise SystemExit(f"{paths[0].name} failed after {seconds:.0f} s and was not saved: {error}")
+    nbformat.write(nb, paths[0])
+    print(f"{paths[0].name}: executed in {seconds:.0f} s and saved", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write README.md's syllabus table from the notebooks' runs.")
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 when they disagree")
     parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent,
                         help="the checkout (default: the one this dpo_lab lives in)")
+    parser.add_argument("--run", nargs="+", metavar="NN", default=[],
+                        help="first execute these notebooks in place in the tiny profile (e.g. 04 09)")
     args = parser.parse_args(argv)
+    for number in args.run:
+        run_in_place(args.root, number)
     if args.check:
         problems = check(args.root)
         print("\n".join(problems) if problems else "README.md's syllabus table matches the notebooks")

@@ -30,12 +30,12 @@ import numbers
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from dpo_lab.collate import collate_pairs, encode_examples, encode_pairs, pad_batch
 from dpo_lab.logprobs import DEFAULT_CHUNK_SIZE, sequence_logprobs
 from dpo_lab.losses import LOSS_TYPES, dpo_loss, nll_loss, orpo_loss, simpo_loss
 from dpo_lab.precision import clip_and_step, resolve_precision, scaled_backward
+from dpo_lab.progress import progress as progress_bar
 
 # losses that score a completion by its per-token mean log-prob, and those with no reference in them
 AVERAGED_LOSSES = ("ipo", "simpo", "orpo")
@@ -142,7 +142,7 @@ def train_sft(model, tokenizer, prompts: list[str], completions: list[str], *, e
     model.train()
     rows = []
     batches = list(shuffled_batches(len(encoded), batch_size, epochs, seed, what="SFT examples"))
-    for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress)):
+    for step, idx in enumerate(progress_bar(batches, desc, enabled=progress)):
         # N, the completion tokens of the *whole* batch, is counted before it is split: every
         # micro-batch divides its sum by it (a prompt has at least one token, so no completion
         # token sits at position 0, which predicts nothing)
@@ -225,7 +225,7 @@ def precompute_ref_logps(ref_model, tokenizer, chosen, rejected, batch_size: int
     was_training = ref_model.training
     ref_model.eval()
     out_c, out_r = [], []
-    for start in tqdm(range(0, len(chosen), batch_size), desc="reference log-probs", disable=not progress):
+    for start in progress_bar(range(0, len(chosen), batch_size), "reference log-probs", enabled=progress):
         batch = _to(collate_pairs(chosen[start:start + batch_size], rejected[start:start + batch_size],
                                   tokenizer.pad_token_id), device)
         with precision.autocast():
@@ -336,7 +336,7 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
     policy.train()
     rows = []
     batches = list(shuffled_batches(len(pairs), batch_size, epochs, seed, what="preference pairs"))
-    for step, idx in enumerate(tqdm(batches, desc=desc, disable=not progress)):
+    for step, idx in enumerate(progress_bar(batches, desc, enabled=progress)):
         optimizer.zero_grad(set_to_none=True)
         loss = metrics = None
         for micro, share in micro_batches(idx, micro_batch_size):

@@ -32,6 +32,7 @@ CLAIMS_PER_NOTEBOOK = {
 def _fresh(monkeypatch):
     reset_claims()
     monkeypatch.delenv("DPO_LAB_SCALE", raising=False)
+    monkeypatch.delenv("DPO_LAB_CLAIMS", raising=False)
     monkeypatch.setenv("DPO_LAB_PROFILE", "tiny")
     yield
     reset_claims()
@@ -83,6 +84,17 @@ def test_smoke_scale_only_records(monkeypatch, capsys):
     assert claim("DPO beats SFT", 0.41, ">", 0.5) is False
     assert capsys.readouterr().out == ""
     assert claims_table().holds.tolist() == [False]
+
+
+def test_claims_override_goes_on_past_a_failed_claim(monkeypatch, capsys):
+    # python -m dpo_lab.seeds --all-claims: a tiny run lists every claim that fails, not only the first
+    monkeypatch.setenv("DPO_LAB_CLAIMS", "report")
+    assert claim_mode() == "report"
+    assert claim("DPO beats SFT", 0.41, ">", 0.5) is False
+    assert "does not hold" in capsys.readouterr().out
+    monkeypatch.setenv("DPO_LAB_CLAIMS", "maybe")
+    with pytest.raises(ValueError, match="DPO_LAB_CLAIMS='maybe'"):
+        claim_mode()
 
 
 def test_margins_values_and_intervals_are_recorded():

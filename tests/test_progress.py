@@ -1,0 +1,26 @@
+"""The one progress bar: text, and saved finished in an executed notebook (never a widget's "0%")."""
+
+import nbformat
+
+from dpo_lab.progress import progress
+from dpo_lab.seeds import execute
+
+
+def test_disabled_returns_the_iterable_itself():
+    items = [1, 2, 3]
+    assert progress(items, "x", enabled=False) is items
+    assert list(progress(items, "x")) == items
+
+
+def test_an_executed_notebook_keeps_the_finished_bar(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import time\nfrom dpo_lab.progress import progress\n"
+        "for _ in progress(range(3), 'steps'):\n    time.sleep(0.6)\n")]
+    path = tmp_path / "99_bar.ipynb"
+    nbformat.write(nb, path)
+    ran, error, _ = execute(path, seed=0)
+    assert error is None
+    text = "".join(o.get("text", "") for o in ran.cells[0].outputs)
+    assert "steps: 100%" in text and "3/3" in text
+    assert " 0%" not in text and "\r" not in text  # only the last frame is kept
