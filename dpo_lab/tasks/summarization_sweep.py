@@ -7,7 +7,7 @@ are chosen here, offline, on the **validation** reviews of ``data/summarization_
 :data:`LEARNING_RATES` x :data:`BETAS` is trained and scored, and the notebook reads the
 pick from the file this writes::
 
-    python -m dpo_lab.tasks.summarization_sweep   # writes data/summarization_sweep.json (~10 min, 2 busy cores)
+    python -m dpo_lab.tasks.summarization_sweep   # writes data/summarization_sweep.json (29 min on 2 loaded cores)
 
 It builds the SFT model and the labelled pairs exactly as the notebook does (the knobs come
 from the notebook's own ``CONFIGS["tiny"]`` cell, with the same seeds), so the grid's runs
