@@ -7,7 +7,7 @@ One concept a module; read any of them top to bottom:
 * ``extras``    optional imports that name the extra to install
 * ``data``      preference records, validation, JSONL / Dataset / Hub loaders
 * ``tokenizer`` the course's own small tokenizer, shipped in ``data/tokenizer``
-* ``models``    a tiny GPT-2 from scratch, or a Hub checkpoint, through one function
+* ``models``    a tiny GPT-2 from scratch, or a Hub checkpoint, through one function; LoRA adapters
 * ``collate``   tokenizing prompt + completion, masks, stacking chosen and rejected
 * ``logprobs``  the log-probability of a completion given its prompt
 * ``losses``    DPO and its variants
@@ -21,10 +21,12 @@ One concept a module; read any of them top to bottom:
 * ``evaluate``  samples with their ids, KL to the reference, win rates
 * ``cache``     config-keyed folders under runs/ for work notebooks share
 * ``costs``     what a method costs: wall and CPU time, peak memory, models held, samples drawn
-* ``bench``     the cost of a DPO step: memory set-ups, dpo_lab against TRL
+* ``bench``     the cost of a DPO step: dpo_lab against TRL, on synthetic pairs
 * ``sizing``    ``python -m dpo_lab.sizing``: each full-profile stage's peak memory on a T4, computed
 * ``sandbox``   run model-written code against unit tests in a child the kernel confines
-* ``diffusion`` a tiny DDPM and the Diffusion-DPO loss
+* ``sandbox_process`` one sandbox child's life: start it, read it, kill its group, delete its folder
+* ``diffusion`` a tiny DDPM: noise schedule, training, sampler, and the Diffusion-DPO loss
+* ``denoisers`` the networks a DDPM trains: a residual MLP and a small UNet
 * ``tasks``     one module a task: data, gold reward, Hub mapping
 * ``claims``    every claim about a result, checked and recorded in one place
 * ``stats``     95% intervals for claims: Wilson, and the (paired) bootstrap

@@ -1,4 +1,4 @@
-"""What a DPO training step costs: memory set-ups, and dpo_lab against TRL.
+"""What a DPO training step costs: dpo_lab against TRL's DPOTrainer, on synthetic pairs.
 
 Run it from the repository root::
 
@@ -25,11 +25,11 @@ before the timed steps, reported whole (it includes the Python and PyTorch runti
 models) and as the rise during the steps. Each run happens in a fresh process.
 
 The ``gpt2`` model is GPT-2's architecture and size initialised at random (the benchmark
-needs no download): the compute equals pretrained gpt2's.
+needs no download): the compute equals pretrained gpt2's. The pairs are synthetic
+(:func:`bench_pairs`): a step's time and memory depend on the shapes, not on the words.
 
-The same module runs the memory set-ups of notebook 07 (:func:`run_setup`): a separate
-reference copy, precomputed reference log-probs, and LoRA with the reference given by the
-same weights with the adapters switched off.
+Notebook 07's memory set-ups (a reference copy, precomputed reference log-probs, LoRA),
+which train on the sentiment task, are :func:`dpo_lab.tasks.sentiment.run_setup`.
 """
 
 from __future__ import annotations
@@ -45,39 +45,17 @@ from statistics import median
 import torch
 
 from dpo_lab.collate import collate_pairs, encode_pairs
-from dpo_lab.costs import peak_rss_mb, reset_peak_rss, rss_mb
+from dpo_lab.costs import peak_memory_mb, peak_rss_mb, reset_peak_memory
 from dpo_lab.logprobs import DEFAULT_CHUNK_SIZE, sequence_logprobs
 from dpo_lab.precision import Precision, backward_and_step, choose_precision
 from dpo_lab.train import dpo_batch_loss, precompute_ref_logps, shuffled_batches
 
 GPT2_SMALL = {"n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024}
 TINY = {"n_layer": 2, "n_head": 4, "n_embd": 128, "n_positions": 1024}
-SETUPS = ("ref_copy", "precomputed_ref", "lora")
 FRAMEWORKS = ("dpo_lab", "dpo_lab_plain", "trl")
 # Dense bf16/fp16 tensor-core peak, FLOP/s, for model FLOPs utilisation (vendor data sheets, SXM parts;
 # the T4 has no bf16: its figure is fp16).
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "T4": 65e12}
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory since the last :func:`reset_peak_memory`: GPU max allocated on CUDA, else the
-    process's peak resident set (the kernel's ``VmHWM`` on Linux).
-
-    Without /proc (macOS) the lifetime peak from ``getrusage`` is returned, and without that
-    (Windows) the current RSS: each run then happens in a fresh process, so it is its own.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    peak = peak_rss_mb()
-    if peak is not None:
-        return peak
-    try:
-        import resource  # not on Windows
-    except ImportError:
-        return rss_mb()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, kB elsewhere
 
 
 def step_clock(device: torch.device):
@@ -87,53 +65,53 @@ def step_clock(device: torch.device):
     return time.perf_counter if device.type == "cuda" else time.process_time
 
 
-def reset_peak_memory(device: torch.device) -> float:
-    """Start a new peak: CUDA's peak statistics, or the kernel's peak-RSS counter on a CPU.
-    Returns the memory in use now (the level the rise is measured from), MiB."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        return torch.cuda.memory_allocated(device) / 2**20
-    reset_peak_rss()
-    return rss_mb()
-
-
-def bench_pairs(n: int, prompt_words: int = 8, completion_words: int = 24, seed: int = 0,
+def bench_pairs(n: int, prompt_words: int = 12, completion_words: int = 31, seed: int = 0,
                 seq_len: int | None = None, tokenizer=None) -> list[dict]:
-    """``n`` preference records of fixed word counts, cut from the shipped reviews.
+    """``n`` synthetic preference records: seeded random words, each one token of ``tokenizer``.
 
-    Fixed lengths keep the padded shapes of dpo_lab's and TRL's batches nearly equal. With
-    ``seq_len`` (and the ``tokenizer``) each completion is cut to the token count that makes
-    prompt + completion + EOS about ``seq_len`` tokens.
+    Why synthetic: a step's time and memory depend on the shapes (rows, tokens, vocabulary), not
+    on what the words say, and the core must not depend on a task's data. Why words and not
+    random token ids: TRL's ``DPOTrainer`` takes text, and random ids, decoded and tokenized
+    again, need not come back as the same number of tokens. Each word here is a token of the
+    tokenizer's vocabulary that encodes, with its leading space, to itself alone, so every prompt
+    is ``prompt_words`` tokens and every completion ``completion_words`` (+ EOS): both frameworks
+    see the same shapes and no padding. The defaults make 12 + 31 + EOS = 44 tokens a sequence,
+    the length of the review-text pairs the benchmark used before (so earlier timings compare).
+    With ``seq_len`` the completion is ``seq_len - prompt_words - 1`` words, and a sequence
+    ``seq_len`` tokens. ``tokenizer`` defaults to the course tokenizer.
     """
     import random
 
-    from dpo_lab.tasks.sentiment import load_reviews
+    if tokenizer is None:
+        from dpo_lab.tokenizer import load_tokenizer
 
-    words = " ".join(load_reviews("generated", "train")).split()
-    rng = random.Random(seed)
+        tokenizer = load_tokenizer("course")
     if seq_len is not None:
-        if tokenizer is None:
-            raise ValueError("bench_pairs(seq_len=...) needs the tokenizer")
-        completion_words = max(completion_words, seq_len)  # a word is at least one token
+        completion_words = seq_len - prompt_words - 1
+    if prompt_words < 1 or completion_words < 1:
+        raise ValueError(f"bench_pairs needs at least one prompt and one completion word, got prompt_words="
+                         f"{prompt_words}, completion_words={completion_words} (seq_len={seq_len})")
+    words = one_token_words(tokenizer)
+    rng = random.Random(seed)
 
-    def piece(k):
-        start = rng.randrange(0, len(words) - k)
-        return " ".join(words[start:start + k])
+    def text(k):
+        return "".join(" " + rng.choice(words) for _ in range(k))
 
-    def cut(prompt, text):
-        if seq_len is None:
-            return text
-        budget = max(1, seq_len - 1 - len(tokenizer(prompt, add_special_tokens=False)["input_ids"]))
-        return tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:budget])
+    return [{"prompt": text(prompt_words), "chosen": text(completion_words), "rejected": text(completion_words)}
+            for _ in range(n)]
 
-    pairs = []
-    for _ in range(n):
-        prompt = piece(prompt_words)
-        pairs.append({"prompt": prompt, "chosen": cut(prompt, " " + piece(completion_words)),
-                      "rejected": cut(prompt, " " + piece(completion_words))})
-    return pairs
+
+def one_token_words(tokenizer) -> list[str]:
+    """The lower-case words of ``tokenizer``'s vocabulary that, after a space, encode to one token (by id)."""
+    words = []
+    for token, token_id in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]):
+        word = tokenizer.convert_tokens_to_string([token]).strip()
+        if (word.isascii() and word.isalpha() and word.islower()
+                and tokenizer(" " + word, add_special_tokens=False)["input_ids"] == [token_id]):
+            words.append(word)
+    if len(words) < 20:
+        raise ValueError(f"the tokenizer has only {len(words)} one-token words; bench_pairs needs a word vocabulary")
+    return words
 
 
 def make_model(name: str, tokenizer, seed: int = 0, vocab_size: int | None = None, attn: str = "sdpa"):
@@ -331,7 +309,7 @@ def _one_run(model_name: str, device: str, framework: str, precompute: bool, bat
 
 
 def compare_with_trl(model_name: str = "tiny", device: str | None = None, batch_size: int = 8, steps: int = 20,
-                     warmup: int = 3, n_pairs: int = 256, completion_words: int = 24, bf16: bool | None = None,
+                     warmup: int = 3, n_pairs: int = 256, completion_words: int = 31, bf16: bool | None = None,
                      threads: int | None = None, precision: str | None = None, include_plain: bool = False,
                      vocab_size: int | None = None, seq_len: int | None = None, attn: str = "sdpa",
                      compile: bool = False) -> list[dict]:
@@ -422,121 +400,6 @@ def logprobs_memory(body: str = "tiny", vocab_size: int = 50257, rows: int = 16,
     return out
 
 
-# --- the memory set-ups of notebook 07 ---------------------------------------------------
-
-def state_memory_mb(modules, adam: bool = True) -> float:
-    """MiB held by the weights, the gradients and AdamW's two moments of a set-up.
-
-    Counted from the tensors themselves (a weight shared by two modules counts once);
-    AdamW keeps two numbers for each trainable parameter. Activations are not included.
-    On a CPU with a tiny model the process's RSS is dominated by the Python and PyTorch
-    runtime; this counts what the set-up itself keeps alive.
-    """
-    seen, total = set(), 0
-    for module in modules:
-        for p in module.parameters():
-            if p.data_ptr() in seen:  # a weight shared by policy and reference counts once
-                continue
-            seen.add(p.data_ptr())
-            total += p.numel() * p.element_size()
-            if p.requires_grad:  # its gradient, and AdamW's first and second moments
-                total += (3 if adam else 1) * p.numel() * p.element_size()
-    return total / 2**20
-
-
-def lora_policy(model, rank: int = 16, alpha: int = 32, targets=("c_attn", "c_proj", "c_fc")):
-    """Wrap a GPT-2 with LoRA adapters (Hu et al., 2021): W x + (alpha/r) B A x, A and B trained.
-
-    GPT-2's projections are ``Conv1D`` layers that store W transposed, hence ``fan_in_fan_out``.
-    With the adapters disabled the model is exactly the base model, so it is its own reference.
-    """
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0,
-                        fan_in_fan_out=True, bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
-
-
-def run_setup(setup: str, cfg: dict, beta: float, lr: float, steps: int, batch_size: int, warmup: int = 2,
-              lora_rank: int = 16, threads: int | None = 1, bf16: bool = False, precision: str | None = None) -> dict:
-    """Train the SFT model of notebook 02 with DPO for ``steps`` steps under one memory set-up.
-
-    ``setup``: ``"ref_copy"`` (a frozen copy of the SFT model runs every step),
-    ``"precomputed_ref"`` (reference log-probs computed once, no reference in memory while
-    training) or ``"lora"`` (peft adapters; the reference log-probs come from the same model
-    with its adapters disabled). Returns timings, memory, models held and the gold reward
-    reached. Meant to run in its own process (see :func:`run_setups`). ``precision``
-    (``"fp32"``, ``"bf16"``, ``"fp16"``; ``bf16=True`` is the older way to ask for bf16)
-    defaults to fp32, so that the set-ups are compared at one precision; pass
-    ``dpo_lab.precision.choose_precision(device)`` for the course's rule.
-    """
-    precision = precision or ("bf16" if bf16 else "fp32")
-    from dpo_lab.env import seed_everything
-    from dpo_lab.evaluate import sample
-    from dpo_lab.tasks import sentiment
-    from dpo_lab.tokenizer import load_tokenizer
-
-    if threads:
-        torch.set_num_threads(threads)
-    seed_everything(cfg["seed"])  # a fresh process: LoRA's initial A matrices come from this seed
-    if setup not in SETUPS:
-        raise ValueError(f"setup must be one of {SETUPS}, got {setup!r}")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = load_tokenizer(cfg["tokenizer"])
-    gold = sentiment.LexiconSentiment() if cfg["gold"] == "lexicon" else sentiment.ClassifierSentiment(cfg["gold"])
-    sft, folder = sentiment.sft_model(cfg, tokenizer, progress=False)
-    pairs, _ = sentiment.sft_pairs(cfg, sft, tokenizer, gold, folder)
-    pairs = [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs]
-    sft = sft.to(device)
-    chosen, rejected, _ = encode_pairs(tokenizer, pairs, max_length=cfg["max_length"], verbose=False)
-    gc.collect()
-    baseline_mb = peak_memory_mb(device)
-
-    start = time.perf_counter()
-    reference, ref_logps = None, None
-    if setup == "ref_copy":
-        policy, reference = copy.deepcopy(sft), sft.eval().requires_grad_(False)
-        models_in_memory = 2
-    elif setup == "precomputed_ref":
-        ref_logps = precompute_ref_logps(sft, tokenizer, chosen, rejected)
-        policy = sft  # the reference is no longer needed: train the model in place
-        models_in_memory = 1
-    else:
-        policy = lora_policy(sft, rank=lora_rank)
-        with policy.disable_adapter():
-            ref_logps = precompute_ref_logps(policy, tokenizer, chosen, rejected)
-        models_in_memory = 1
-    prepare_s = time.perf_counter() - start
-
-    timing = dpo_lab_steps(policy, tokenizer, pairs, batch_size=batch_size, steps=steps - warmup, warmup=warmup,
-                           beta=beta, lr=lr, reference=reference, ref_logps=ref_logps, precision=precision)
-    policy.eval()
-    trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
-    held = [policy] + ([reference] if reference is not None else [])
-    prompts = sentiment.eval_prompts(cfg)
-    samples = sample(policy, tokenizer, prompts, n=cfg["eval_samples"], max_new_tokens=cfg["max_new_tokens"],
-                     seed=1234)
-    gold_reward = float(gold([p + t for p, t in zip(samples.prompts, samples.texts)]).mean())
-    peak = peak_memory_mb(device)
-    return {"setup": setup, "peak_mem_mb": peak, "peak_mem_growth_mb": peak - baseline_mb,
-            "state_mb": state_memory_mb(held), "step_s": timing["step_s"], "step_times": timing["step_times"],
-            "tokens_per_s": timing["tokens_per_s"], "models_in_memory": models_in_memory,
-            "trainable_params": trainable, "prepare_s": prepare_s, "gold_reward": gold_reward,
-            "device": str(device), "precision": precision}
-
-
-def run_setups(setups, cfg: dict, **kwargs) -> list[dict]:
-    """:func:`run_setup` for each set-up, each in a fresh process so its peak memory is its own."""
-    import multiprocessing
-
-    ctx = multiprocessing.get_context("spawn")
-    rows = []
-    for setup in setups:
-        with ctx.Pool(1) as pool:
-            rows.append(pool.apply(run_setup, (setup, cfg), kwargs))
-    return rows
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Time a DPO training step: dpo_lab against TRL's DPOTrainer.")
     parser.add_argument("--model", choices=["tiny", "gpt2"], default="tiny")
@@ -544,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8, help="pairs a step")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--completion-words", type=int, default=24)
+    parser.add_argument("--completion-words", type=int, default=31,
+                        help="tokens a completion (synthetic one-token words); prompts are 12")
     parser.add_argument("--seq-len", type=int, default=None, help="tokens a sequence (default: set by the words)")
     parser.add_argument("--vocab-size", type=int, default=None,
                         help="vocabulary of the model (default: the course tokenizer's for tiny, 50257 for gpt2)")

@@ -18,8 +18,11 @@
   polled every few milliseconds instead, and ``memory_kind`` says so;
 * ``models_in_memory`` and ``samples``: counted by the caller, who knows them;
 * :func:`model_memory_mb`: the memory that weights, gradients and AdamW's two moments
-  need, computed from the parameter counts: what dominates at scale, whatever the
-  allocator does.
+  need, computed from the parameters: what dominates at scale, whatever the allocator
+  does. It is the course's one way of counting that memory (notebooks 03 and 07 use it);
+* :func:`peak_memory_mb` after :func:`reset_peak_memory`: the peak of one run (CUDA's
+  max allocated, or the process's peak RSS on a CPU), for the benchmark and notebook 07's
+  set-ups, which each run in a fresh process.
 """
 
 from __future__ import annotations
@@ -174,14 +177,66 @@ def exclude(record: dict):
         record["excluded_cpu_s"] = record.get("excluded_cpu_s", 0.0) + time.process_time() - start_cpu
 
 
-def model_memory_mb(held=(), trained=(), optimizer_states: int = 2) -> float:
-    """MiB for the weights of every model in ``held`` and ``trained``, plus, for ``trained``
-    ones, a gradient and ``optimizer_states`` moments (2 for AdamW) per parameter.
+def peak_memory_mb(device) -> float:
+    """Peak memory since the last :func:`reset_peak_memory`, MiB: GPU max allocated on CUDA, else the
+    process's peak resident set (the kernel's ``VmHWM`` on Linux).
 
-    Activations are not counted (they depend on batch size and sequence length).
+    Without /proc (macOS) the lifetime peak from ``getrusage`` is returned, and without that
+    (Windows) the current RSS: each run then happens in a fresh process, so it is its own.
     """
-    def nbytes(model):
-        return sum(p.numel() * p.element_size() for p in model.parameters())
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = peak_rss_mb()
+    if peak is not None:
+        return peak
+    try:
+        import resource  # not on Windows
+    except ImportError:
+        return rss_mb()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, kB elsewhere
 
-    total = sum(nbytes(m) for m in held) + sum(nbytes(m) * (2 + optimizer_states) for m in trained)
+
+def reset_peak_memory(device) -> float:
+    """Start a new peak: CUDA's peak statistics, or the kernel's peak-RSS counter on a CPU.
+    Returns the memory in use now (the level a rise is measured from), MiB."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device) / 2**20
+    reset_peak_rss()
+    return rss_mb()
+
+
+def model_memory_mb(held=(), trained=(), optimizer_states: int = 2) -> float:
+    """MiB that the models of a set-up keep alive for training, counted from their parameters.
+
+    The course counts this memory this one way (notebooks 03 and 07, and
+    :func:`dpo_lab.tasks.sentiment.run_setup`). It counts:
+
+    * weights: every parameter of every model in ``held`` (kept, not trained: a reference, a
+      reward model) and in ``trained``, each tensor once: a tensor two models share (LoRA's
+      frozen base weights, tied embeddings, a model passed twice) is one tensor in memory;
+    * gradients: one for each parameter of a ``trained`` model that requires a gradient (a
+      frozen parameter, such as LoRA's base weights under its adapters, has none);
+    * optimiser state: ``optimizer_states`` numbers for each of those parameters (2 for AdamW,
+      its first and second moments; 0 for plain SGD);
+    * bytes per number: the parameter's own element size (4 for float32, 2 for bf16/fp16),
+      because PyTorch keeps a gradient and AdamW's moments in the parameter's dtype.
+
+    So a float32 parameter trained with AdamW costs 16 bytes and a kept one 4. Activations
+    are not counted (they depend on batch size and sequence length), nor the allocator's
+    overhead. Models on the ``meta`` device count too: sizes without allocating them.
+    """
+    seen, total = set(), 0
+    for models, training in ((trained, True), (held, False)):  # trained first: a model in both is trained
+        for model in models:
+            for p in model.parameters():
+                if id(p) in seen:  # the same tensor reached through a second model
+                    continue
+                seen.add(id(p))
+                numbers = 1 + (1 + optimizer_states if training and p.requires_grad else 0)
+                total += numbers * p.numel() * p.element_size()
     return total / 2**20

@@ -259,6 +259,11 @@ def setup_notebook(seed: int | None = None, quiet: bool = False, threads: int | 
         torch.set_num_threads(threads)
     # Deterministic kernels where PyTorch has them; warn (not fail) where it has not.
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # transformers' own bars ("Loading weights", "Writing model shards") are widgets a saved notebook keeps at
+    # "0%"; the course's loops draw dpo_lab.progress bars instead. (Hub downloads keep theirs.)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     info = {
         "profile": profile,
         "device": get_device(),

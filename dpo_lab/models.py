@@ -1,4 +1,4 @@
-"""Models: a tiny GPT-2 built from scratch, or a Hub checkpoint, through one function.
+"""Models: a tiny GPT-2 built from scratch, or a Hub checkpoint, through one function; LoRA adapters.
 
 The tiny profile uses transformers' ``GPT2LMHeadModel`` itself with a small config
 (a few layers, a narrow width), so every line of course code is the code a learner
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+
+from dpo_lab.extras import require
 
 TINY_GPT2 = {"n_layer": 2, "n_head": 4, "n_embd": 128, "n_positions": 256}
 
@@ -85,3 +87,23 @@ def load_trained(folder, tokenizer=None, device=None):
 def count_parameters(model: torch.nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+#: GPT-2's projections that LoRA adapts: attention's c_attn (d -> 3d) and c_proj (d -> d), the MLP's
+#: c_fc (d -> 4d) and c_proj (4d -> d)
+LORA_TARGETS = ("c_attn", "c_proj", "c_fc")
+
+
+def lora_policy(model, rank: int = 16, alpha: int = 32, targets=LORA_TARGETS):
+    """Wrap a GPT-2 with LoRA adapters (Hu et al., 2021): W x + (alpha/r) B A x, A and B trained.
+
+    A rank-r adapter on a d_in -> d_out projection adds r (d_in + d_out) parameters; B starts at
+    zero, so the wrapped model starts equal to ``model``. GPT-2's projections are ``Conv1D``
+    layers that store W transposed, hence ``fan_in_fan_out``. With the adapters disabled
+    (``with policy.disable_adapter():``) the model is exactly the base model, so it is its own
+    DPO reference. The base weights are ``model``'s own tensors, frozen, not a copy.
+    """
+    peft = require("peft")
+    config = peft.LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0,
+                             fan_in_fan_out=True, bias="none", task_type="CAUSAL_LM")
+    return peft.get_peft_model(model, config)

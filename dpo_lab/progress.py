@@ -20,4 +20,7 @@ def progress(iterable, desc: str, total: int | None = None, enabled: bool = True
         return iterable
     from tqdm.std import tqdm  # the text bar, never the widget (see the module docstring)
 
-    return tqdm(iterable, desc=desc, total=total, mininterval=1.0, file=sys.stderr, ascii=True, ncols=90)
+    # disable=False, given explicitly: TQDM_DISABLE=1 (which silences bars libraries draw, such as TRL's reference
+    # pass) must not silence the course's own
+    return tqdm(iterable, desc=desc, total=total, mininterval=1.0, file=sys.stderr, ascii=True, ncols=90,
+                disable=False)

@@ -22,7 +22,8 @@ ways to pin it down ("centring"):
 
 Texts in, numbers out: :class:`RewardScorer` turns a trained model into a callable
 ``texts -> numpy array``, the same interface as the gold rewards of the tasks, so
-best-of-N and RLOO take either.
+best-of-N and RLOO take either. :class:`HubScorer` does the same for a sequence
+classifier or reward model from the Hub (the full profile's judges).
 """
 
 from __future__ import annotations
@@ -222,3 +223,56 @@ def preference_accuracy(reward_fn, pairs: list[dict]) -> tuple[float, np.ndarray
     scores = np.asarray(reward_fn(chosen_texts + rejected_texts), dtype=float)
     margins = scores[:len(pairs)] - scores[len(pairs):]
     return float(np.mean(pairwise_wins(margins))), margins
+
+
+class HubScorer:
+    """A Hub sequence classifier (or reward model) as a judge: texts in, one number a text out.
+
+    ``name_or_path`` is a Hub id or a local folder in the Hub's layout (``save_pretrained``).
+    The score is the softmax probability of class ``label`` (a label name or id) when one is
+    given, else the single logit of a one-label model (a reward model). With ``separator``, a
+    text is cut at its last occurrence and the two parts go to the tokenizer as two segments
+    (a reward model that reads (question, answer) pairs); a text without it is all answer.
+    """
+
+    def __init__(self, name_or_path: str, *, label: str | int | None = None, separator: str | None = None,
+                 device=None, batch_size: int = 32, max_length: int = 512):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.name = str(name_or_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path).eval()
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device)
+        self.separator, self.batch_size, self.max_length = separator, batch_size, max_length
+        label2id = {str(k): v for k, v in self.model.config.label2id.items()}
+        if label is None:
+            if self.model.config.num_labels != 1:
+                raise ValueError(f"{name_or_path} has {self.model.config.num_labels} labels; a reward model has one "
+                                 f"(to score a classifier, name the label: label=...)")
+            self.label_id = None
+        elif isinstance(label, int):
+            self.label_id = label
+        elif label in label2id:
+            self.label_id = label2id[label]
+        else:
+            raise ValueError(f"{name_or_path} has labels {sorted(label2id)}, not {label!r}")
+
+    def _encode(self, texts: list[str]):
+        if self.separator is None:
+            return self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True,
+                                  max_length=self.max_length)
+        parts = [t.rpartition(self.separator) for t in texts]
+        questions = [q + sep if sep else a for q, sep, a in parts]
+        answers = [a.strip() if sep else "" for q, sep, a in parts]
+        return self.tokenizer(questions, answers, return_tensors="pt", padding=True, truncation=True,
+                              max_length=self.max_length)
+
+    @torch.no_grad()
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            logits = self.model(**self._encode(texts[start:start + self.batch_size]).to(self.device)).logits.float()
+            scores = logits[:, 0] if self.label_id is None else logits.softmax(-1)[:, self.label_id]
+            out.append(scores.cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0)

@@ -157,7 +157,7 @@ def build_model(name: str):
     )
 
     if name.startswith("unet"):
-        from dpo_lab.diffusion import build_denoiser
+        from dpo_lab.denoisers import build_denoiser
 
         return build_denoiser("unet", image_shape=(1, 28, 28), base=int(name.split(":")[1]))
     kind, sizes = MODELS[name]
@@ -551,7 +551,7 @@ def unet_forward_flops(base: int) -> float:
     """FLOPs of one UNet forward pass on one 28x28 image, counted by PyTorch's FLOP counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from dpo_lab.diffusion import build_denoiser
+    from dpo_lab.denoisers import build_denoiser
 
     model = build_denoiser("unet", image_shape=(1, 28, 28), base=base)
     with FlopCounterMode(display=False) as counter, torch.no_grad():

@@ -1,68 +1,29 @@
-"""The benchmark's helpers: memory arithmetic, LoRA's disabled-adapter reference."""
+"""The benchmark (dpo_lab.bench): its synthetic pairs, its models, and that what it times is one computation."""
 
 import copy
 
 import pytest
 import torch
 
-from dpo_lab.bench import bench_pairs, lora_policy, peak_memory_mb, state_memory_mb
-from dpo_lab.collate import collate_pairs, encode_pairs
-from dpo_lab.logprobs import sequence_logprobs
-from dpo_lab.models import tiny_gpt2
+from dpo_lab.bench import bench_pairs, one_token_words
+from dpo_lab.collate import encode_pairs
 
 
-def test_state_memory_by_hand():
-    trained = torch.nn.Linear(10, 10)  # 110 float32 parameters: weights, gradient, 2 AdamW moments
-    frozen = torch.nn.Linear(10, 5).requires_grad_(False)  # 55 parameters: weights only
-    expected = (110 * 4 * 4 + 55 * 4) / 2**20
-    assert state_memory_mb([trained, frozen]) == pytest.approx(expected)
-    # a module listed twice (shared weights) counts once
-    assert state_memory_mb([trained, trained]) == pytest.approx(110 * 16 / 2**20)
-
-
-def test_peak_memory():
-    assert peak_memory_mb(torch.device("cpu")) > 10  # a Python process with torch holds more than 10 MiB
-
-
-def test_bench_pairs_have_fixed_word_counts():
-    pairs = bench_pairs(5, prompt_words=4, completion_words=6)
-    assert pairs == bench_pairs(5, prompt_words=4, completion_words=6)
-    assert all(len(p["prompt"].split()) == 4 and len(p["chosen"].split()) == 6 for p in pairs)
-
-
-def test_lora_disabled_adapters_reproduce_the_base_model(tokenizer):
-    base = tiny_gpt2(tokenizer, seed=0, n_layer=1, n_embd=32, n_head=2).eval()
-    policy = lora_policy(copy.deepcopy(base), rank=4).eval()
-    with torch.no_grad():
-        for name, p in policy.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.1, generator=torch.Generator().manual_seed(0))
-    chosen, rejected, _ = encode_pairs(tokenizer, bench_pairs(4, completion_words=5), verbose=False)
-    batch = collate_pairs(chosen, rejected, tokenizer.pad_token_id)
-    with torch.no_grad():
-        expected = sequence_logprobs(base, **batch)
-        with policy.disable_adapter():
-            disabled = sequence_logprobs(policy, **batch)
-        adapted = sequence_logprobs(policy, **batch)
-    assert torch.allclose(disabled, expected, atol=1e-5)
-    assert (adapted - expected).abs().max() > 1e-3
-    trainable = [n for n, p in policy.named_parameters() if p.requires_grad]
-    assert trainable and all("lora_" in n for n in trainable)
-
-
-def test_peak_memory_is_reset_and_sees_a_short_block(fresh_pages):
-    """On a CPU the peak is the kernel's counter (VmHWM) after a reset: a 64 MiB block touched and freed at once
-    is seen whole, and the level before it is not counted."""
-    from dpo_lab.bench import reset_peak_memory
-    from dpo_lab.costs import peak_rss_mb
-
-    if peak_rss_mb() is None:
-        pytest.skip("no kernel peak-RSS counter on this platform")
-    cpu = torch.device("cpu")
-    base = reset_peak_memory(cpu)
-    assert peak_memory_mb(cpu) - base < 8
-    fresh_pages(64)
-    assert 62 < peak_memory_mb(cpu) - base < 80
+def test_bench_pairs_are_synthetic_seeded_and_of_exact_token_counts(tokenizer):
+    """Seeded; every prompt and completion is exactly its number of tokens (no padding between the two
+    frameworks' batches); chosen and rejected differ; and the words come from the tokenizer, not from a task."""
+    pairs = bench_pairs(5, prompt_words=4, completion_words=6, tokenizer=tokenizer)
+    assert pairs == bench_pairs(5, prompt_words=4, completion_words=6, tokenizer=tokenizer)
+    assert pairs != bench_pairs(5, prompt_words=4, completion_words=6, tokenizer=tokenizer, seed=1)
+    assert all(p["chosen"] != p["rejected"] for p in pairs)
+    chosen, rejected, _ = encode_pairs(tokenizer, pairs, verbose=False)
+    assert [(len(p), len(c)) for p, c in chosen + rejected] == [(4, 6 + 1)] * 10  # + EOS
+    words = set(one_token_words(tokenizer))
+    assert {w for p in pairs for text in p.values() for w in text.split()} <= words
+    # the default: 12 + 31 + EOS = 44 tokens a sequence
+    assert {len(p) + len(c) for p, c in encode_pairs(tokenizer, bench_pairs(3), verbose=False)[0]} == {44}
+    with pytest.raises(ValueError, match="at least one prompt and one completion word"):
+        bench_pairs(2, prompt_words=12, seq_len=13, tokenizer=tokenizer)
 
 
 def test_make_model_and_seq_len_pairs(tokenizer):
@@ -75,8 +36,7 @@ def test_make_model_and_seq_len_pairs(tokenizer):
         make_model("tiny", tokenizer, vocab_size=10)
     pairs = bench_pairs(6, seq_len=40, tokenizer=tokenizer)
     chosen, rejected, _ = encode_pairs(tokenizer, pairs, verbose=False)
-    lengths = [len(p) + len(c) for p, c in chosen + rejected]
-    assert all(36 <= n <= 42 for n in lengths), lengths
+    assert {len(p) + len(c) for p, c in chosen + rejected} == {40}
 
 
 def test_gpt2_body_is_gpt2_small(tokenizer):
@@ -94,7 +54,7 @@ def test_dpo_lab_steps_chunked_and_plain_take_the_same_steps(tokenizer):
     memory of one computation."""
     from dpo_lab.bench import dpo_lab_steps, make_model
 
-    pairs = bench_pairs(8, completion_words=6)
+    pairs = bench_pairs(8, completion_words=6, tokenizer=tokenizer)
     out = {}
     for chunk_size in (None, 4):
         policy = make_model("tiny", tokenizer)

@@ -122,7 +122,7 @@ def test_bf16_model_gets_float32_logprobs(tiny_model, tokenizer, encoded):
 
 
 def test_lora_model_uses_the_chunked_path(tiny_model, tokenizer, encoded):
-    from dpo_lab.bench import lora_policy
+    from dpo_lab.models import lora_policy
 
     policy = lora_policy(copy.deepcopy(tiny_model), rank=4)
     with torch.no_grad():

@@ -18,13 +18,13 @@ CLAIMS_PER_NOTEBOOK = {
     "00_environment_check": 1,
     "01_deriving_dpo": 29,
     "02_dpo_gpt2_sentiment": 9,
-    "03_reward_model_baseline": 17,
+    "03_reward_model_baseline": 10,
     "04_code_dpo": 13,
     "05_summarization_dpo": 22,
-    "06_diffusion_dpo": 28,
+    "06_diffusion_dpo": 26,
     "07_efficiency_lora": 4,
     "08_variants_and_failure_modes": 48,
-    "09_content_moderation": 9,
+    "09_content_moderation": 7,
 }
 
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dpo_lab import denoisers
 from dpo_lab import diffusion as D
 from dpo_lab.tasks import digits as G
 
@@ -99,7 +100,7 @@ def test_denoising_errors_by_hand():
 @pytest.mark.parametrize("kind,shape", [("mlp", (1, 8, 8)), ("unet", (1, 28, 28))])
 def test_denoisers_start_at_zero_and_keep_shape(kind, shape):
     torch.manual_seed(0)
-    model = D.build_denoiser(kind, shape, num_classes=10)
+    model = denoisers.build_denoiser(kind, shape, num_classes=10)
     x = torch.randn(3, *shape)
     out = model(x, torch.tensor([0, 5, 9]), torch.tensor([1, 2, 3]))
     assert out.shape == x.shape
@@ -109,13 +110,13 @@ def test_denoisers_start_at_zero_and_keep_shape(kind, shape):
 
 def test_unet_rejects_sizes_not_divisible_by_4():
     with pytest.raises(ValueError):
-        D.TinyUNet((1, 30, 30))
+        denoisers.TinyUNet((1, 30, 30))
     with pytest.raises(ValueError):
-        D.build_denoiser("transformer", (1, 8, 8))
+        denoisers.build_denoiser("transformer", (1, 8, 8))
 
 
 def test_timestep_embedding_by_hand():
-    emb = D.timestep_embedding(torch.tensor([0, 1]), 4)
+    emb = denoisers.timestep_embedding(torch.tensor([0, 1]), 4)
     # frequencies exp(-ln(10000) * [0, 1] / 2) = [1, 0.01]; [cos(t f), sin(t f)]
     expected = torch.tensor([[1.0, 1.0, 0.0, 0.0], [math.cos(1), math.cos(0.01), math.sin(1), math.sin(0.01)]])
     assert torch.allclose(emb, expected, atol=1e-6)
@@ -130,7 +131,7 @@ def test_train_ddpm_repeats_exactly_and_learns():
     images, labels = _tiny_data()
     s = D.linear_schedule(20)
     torch.manual_seed(0)
-    m1 = D.DenoiserMLP((1, 8, 8), hidden=32, depth=1, emb_dim=16)
+    m1 = denoisers.DenoiserMLP((1, 8, 8), hidden=32, depth=1, emb_dim=16)
     m2 = copy.deepcopy(m1)
     logs1 = D.train_ddpm(m1, images, labels, s, steps=60, batch_size=32, lr=3e-3, seed=1, progress=False)
     logs2 = D.train_ddpm(m2, images, labels, s, steps=60, batch_size=32, lr=3e-3, seed=1, progress=False)
@@ -165,7 +166,7 @@ def test_sampler_posterior_mean_equals_ho_eq_11():
     # Without clipping, the posterior-mean step equals 1/sqrt(alpha_t) (x_t - beta_t/sqrt(1-alpha_bar_t) eps).
     s = D.NoiseSchedule(torch.tensor([0.05, 0.1, 0.2]))
     torch.manual_seed(0)
-    model = D.DenoiserMLP((1, 2, 2), hidden=16, depth=1, emb_dim=8)
+    model = denoisers.DenoiserMLP((1, 2, 2), hidden=16, depth=1, emb_dim=8)
     nn.init.normal_(model.out.weight, std=0.5)  # a non-trivial eps_theta
     labels = torch.tensor([0, 3])
     out = D.sample(model, s, labels, seed=3, clip_x0=False)
@@ -184,7 +185,7 @@ def test_sampler_posterior_mean_equals_ho_eq_11():
 def test_sampler_is_deterministic_from_a_seed():
     s = D.linear_schedule(10)
     torch.manual_seed(0)
-    model = D.DenoiserMLP((1, 8, 8), hidden=16, depth=1, emb_dim=8)
+    model = denoisers.DenoiserMLP((1, 8, 8), hidden=16, depth=1, emb_dim=8)
     nn.init.normal_(model.out.weight, std=0.1)
     labels = torch.arange(4)
     a = D.sample(model, s, labels, seed=11)
@@ -259,7 +260,7 @@ def test_diffusion_dpo_step_starts_at_log_2_and_shares_t_and_noise():
     images, labels = _tiny_data(16)
     s = D.linear_schedule(20)
     torch.manual_seed(0)
-    ref = D.DenoiserMLP((1, 8, 8), hidden=32, depth=1, emb_dim=16)
+    ref = denoisers.DenoiserMLP((1, 8, 8), hidden=32, depth=1, emb_dim=16)
     nn.init.normal_(ref.out.weight, std=0.1)
     model = copy.deepcopy(ref)
     loss, metrics = D.diffusion_dpo_step(model, ref, images[:8], images[8:], labels[:8], s, beta=1000.0,
@@ -267,7 +268,7 @@ def test_diffusion_dpo_step_starts_at_log_2_and_shares_t_and_noise():
     assert loss.item() == pytest.approx(math.log(2), abs=1e-6)
     assert metrics["implicit_acc"] == 0.5 and metrics["margin"] == 0.0
     # With x_w == x_l, a shared (t, eps) gives identical errors, whatever the model: margin exactly 0.
-    model2 = D.DenoiserMLP((1, 8, 8), hidden=32, depth=1, emb_dim=16)
+    model2 = denoisers.DenoiserMLP((1, 8, 8), hidden=32, depth=1, emb_dim=16)
     nn.init.normal_(model2.out.weight, std=0.1)
     loss2, m2 = D.diffusion_dpo_step(model2, ref, images[:8], images[:8], labels[:8], s, beta=1000.0,
                                      generator=torch.Generator().manual_seed(0))
@@ -278,7 +279,7 @@ def test_train_diffusion_dpo_learns_the_pairs_and_repeats():
     images, labels = _tiny_data(64)
     s = D.linear_schedule(20)
     torch.manual_seed(0)
-    ref = D.DenoiserMLP((1, 8, 8), hidden=32, depth=1, emb_dim=16)
+    ref = denoisers.DenoiserMLP((1, 8, 8), hidden=32, depth=1, emb_dim=16)
     D.train_ddpm(ref, images, labels, s, steps=30, batch_size=32, lr=3e-3, seed=0, progress=False)
     x_w, x_l, c = images[:32], images[32:], labels[:32]
     seen = []

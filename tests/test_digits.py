@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dpo_lab import denoisers
 from dpo_lab import diffusion as D
 from dpo_lab.tasks import digits as G
 
@@ -83,8 +84,8 @@ def test_real_digits_score_well_on_every_feature(real):
 
 def test_implicit_reward_matches_the_loss_and_is_zero_at_the_reference():
     torch.manual_seed(0)
-    model = D.build_denoiser("mlp", (1, 2, 2), hidden=16, depth=1)
-    ref = D.build_denoiser("mlp", (1, 2, 2), hidden=16, depth=1)
+    model = denoisers.build_denoiser("mlp", (1, 2, 2), hidden=16, depth=1)
+    ref = denoisers.build_denoiser("mlp", (1, 2, 2), hidden=16, depth=1)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))

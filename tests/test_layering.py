@@ -6,9 +6,6 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "dpo_lab"
 
-# the core modules that still import a task, with the reason; shrink this, never grow it
-CORE_IMPORTS_TASK = {"bench"}  # notebook 07's memory set-ups train on the sentiment task (to move with #22)
-
 
 def _imports(path: Path):
     for node in ast.walk(ast.parse(path.read_text())):
@@ -31,4 +28,4 @@ def test_the_core_does_not_import_tasks():
     found = {path.stem for path in PACKAGE.glob("*.py")
              for module, names in _imports(path)
              if module.startswith("dpo_lab.tasks") or (module == "dpo_lab" and "tasks" in names)}
-    assert found == CORE_IMPORTS_TASK
+    assert found == set(), f"core modules that import a task: {sorted(found)}"

@@ -24,3 +24,18 @@ def test_an_executed_notebook_keeps_the_finished_bar(tmp_path):
     text = "".join(o.get("text", "") for o in ran.cells[0].outputs)
     assert "steps: 100%" in text and "3/3" in text
     assert " 0%" not in text and "\r" not in text  # only the last frame is kept
+
+
+def test_every_loop_uses_the_one_bar():
+    # a widget bar (tqdm.auto) would be saved as "0%": only dpo_lab.progress may import tqdm
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sources = {p: p.read_text(encoding="utf-8") for p in (root / "dpo_lab").rglob("*.py") if p.name != "progress.py"}
+    offenders = [str(p.relative_to(root)) for p, text in sources.items()
+                 if "from tqdm" in text or "import tqdm" in text]
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        if "from tqdm" in code or "import tqdm" in code:
+            offenders.append(str(path.relative_to(root)))
+    assert offenders == [], f"use dpo_lab.progress.progress instead of tqdm in {offenders}"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dpo_lab.costs import exclude, measure, model_memory_mb
+from dpo_lab.costs import exclude, measure
 from dpo_lab.rloo import kl_penalized_rewards, rloo_advantages, rloo_loss, train_rloo
 
 
@@ -126,13 +126,6 @@ def test_measure_nested_blocks_keep_their_peaks(fresh_pages):
         pytest.skip(f"no kernel peak-RSS counter here ({outer['memory_kind']})")
     assert 38 < inner["peak_mem_mb"] < 56
     assert 94 < outer["peak_mem_mb"] < 112
-
-
-def test_model_memory_by_hand():
-    model = torch.nn.Linear(10, 5)  # 55 float32 parameters = 220 bytes
-    assert model_memory_mb(held=[model]) == pytest.approx(220 / 2**20)
-    # trained: weights, gradients and AdamW's two moments
-    assert model_memory_mb(held=[model], trained=[model]) == pytest.approx(5 * 220 / 2**20)
 
 
 def test_rloo_scores_samples_at_their_sampling_temperature(tiny_model, tokenizer):

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from dpo_lab import _sandbox_child as child
-from dpo_lab import sandbox
+from dpo_lab import sandbox, sandbox_process
 from dpo_lab.sandbox import SandboxUnavailable, describe_isolation, run_tests
 
 LINUX_WITH_LAYERS = sys.platform.startswith("linux") and not describe_isolation()["missing"]
@@ -187,10 +187,10 @@ def test_remove_tree_never_follows_links_and_handles_any_depth(tmp_path):
     (top / "ro" / "x" / "f").write_text("x")
     os.chmod(top / "ro" / "x", 0o500)
     os.chmod(top / "ro", 0)
-    sandbox._remove_tree(str(top), budget=0.05)  # most of it is left to the background thread
-    assert sandbox.wait_for_cleanup(timeout=600)
+    sandbox_process.remove_tree(str(top), budget=0.05)  # most of it is left to the background thread
+    assert sandbox_process.wait_for_cleanup(timeout=600)
     assert not os.path.lexists(top) and (outside / "keep.txt").read_text() == "keep"
-    sandbox._remove_tree(str(top))  # gone already: still no exception
+    sandbox_process.remove_tree(str(top))  # gone already: still no exception
 
 
 @needs_layers

@@ -540,8 +540,8 @@ def train_classifier_head(lm, tokenizer, texts: list[str], labels: list[str], *,
     import pandas as pd
     import torch
     import torch.nn.functional as F
-    from tqdm.auto import tqdm
 
+    from dpo_lab.progress import progress as progress_bar
     from dpo_lab.reward_model import encode_texts, pad_rows, reward_model_from_lm
 
     if len(texts) != len(labels):
@@ -556,7 +556,7 @@ def train_classifier_head(lm, tokenizer, texts: list[str], labels: list[str], *,
     generator = torch.Generator().manual_seed(seed)
     order, rows = [], []
     head.train()
-    for step in tqdm(range(steps), desc=desc, disable=not progress):
+    for step in progress_bar(range(steps), desc, enabled=progress):
         if len(order) < batch_size:  # a fresh seeded shuffle of all examples when the last one runs out
             order += torch.randperm(len(ids), generator=generator).tolist()
         idx, order = order[:batch_size], order[batch_size:]

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from dpo_lab.paths import data_path
+from dpo_lab.reward_model import HubScorer
 
 DATA_PATH = data_path("sentiment_reviews.jsonl")  # shipped with the package (dpo_lab.paths)
 GENERATOR_VERSION = 1  # bump when the generator changes; it is part of the runs/ cache key
@@ -130,8 +131,8 @@ class LexiconSentiment:
         return np.array([1.0 / (1.0 + math.exp(-lexicon_score(t))) for t in texts])
 
 
-class ClassifierSentiment:
-    """Gold reward of the full profile: a sequence classifier's P(positive).
+class ClassifierSentiment(HubScorer):
+    """Gold reward of the full profile: a sequence classifier's P(positive) (a :class:`HubScorer`).
 
     ``name_or_path`` is a Hub id or a local folder with a ``save_pretrained`` sentiment
     classifier; ``positive_label`` names its positive class (``lvwerra/distilbert-imdb``
@@ -140,34 +141,8 @@ class ClassifierSentiment:
 
     def __init__(self, name_or_path: str = "lvwerra/distilbert-imdb", positive_label: str | int = "POSITIVE",
                  device=None, batch_size: int = 64, max_length: int = 512):
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        self.name = str(name_or_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path).eval()
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(self.device)
-        label2id = {str(k): v for k, v in self.model.config.label2id.items()}
-        if isinstance(positive_label, int):
-            self.positive_id = positive_label
-        elif positive_label in label2id:
-            self.positive_id = label2id[positive_label]
-        else:
-            raise ValueError(f"{name_or_path} has labels {sorted(label2id)}, not {positive_label!r}")
-        self.batch_size, self.max_length = batch_size, max_length
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        import torch
-
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
-                                     truncation=True, max_length=self.max_length).to(self.device)
-                probs = self.model(**enc).logits.float().softmax(-1)[:, self.positive_id]
-                out.append(probs.cpu().numpy())
-        return np.concatenate(out) if out else np.zeros(0)
+        super().__init__(name_or_path, label=positive_label, device=device, batch_size=batch_size,
+                         max_length=max_length)
 
 
 # --- loading reviews ----------------------------------------------------------------
@@ -353,3 +328,94 @@ def evaluate_policy(policy, reference, tokenizer, prompts: list[str], gold, cfg:
            else token_kl_samples(policy, reference, samples, tokenizer.pad_token_id).numpy())
     return {"gold_reward": float(np.mean(rewards)), "kl": float(np.mean(kls)), "rewards": rewards, "kls": kls,
             "samples": samples}
+
+
+# --- notebook 07: the same DPO training under three memory set-ups ----------------------
+
+SETUPS = ("ref_copy", "precomputed_ref", "lora")
+
+
+def run_setup(setup: str, cfg: dict, beta: float, lr: float, steps: int, batch_size: int, warmup: int = 2,
+              lora_rank: int = 16, threads: int | None = 1, precision: str = "fp32") -> dict:
+    """Train the SFT model of ``cfg`` with DPO for ``steps`` steps under one memory set-up.
+
+    ``setup``: ``"ref_copy"`` (a frozen copy of the SFT model runs every step),
+    ``"precomputed_ref"`` (reference log-probs computed once, no reference in memory while
+    training) or ``"lora"`` (:func:`dpo_lab.models.lora_policy`; the reference log-probs come
+    from the same model with its adapters disabled). Returns timings
+    (:func:`dpo_lab.bench.dpo_lab_steps`), peak memory, ``state_mb``
+    (:func:`dpo_lab.costs.model_memory_mb` of the models held), models held and the gold reward
+    reached. Meant to run in its own process (see :func:`run_setups`). ``precision``
+    (``"fp32"``, ``"bf16"``, ``"fp16"``) defaults to fp32, so that the set-ups are compared at
+    one precision; pass ``dpo_lab.precision.choose_precision(device)`` for the course's rule.
+    """
+    import copy
+    import gc
+    import time
+
+    import torch
+
+    from dpo_lab.bench import dpo_lab_steps
+    from dpo_lab.collate import encode_pairs
+    from dpo_lab.costs import model_memory_mb, peak_memory_mb
+    from dpo_lab.env import seed_everything
+    from dpo_lab.evaluate import sample
+    from dpo_lab.models import lora_policy
+    from dpo_lab.tokenizer import load_tokenizer
+    from dpo_lab.train import precompute_ref_logps
+
+    if setup not in SETUPS:
+        raise ValueError(f"setup must be one of {SETUPS}, got {setup!r}")
+    if threads:
+        torch.set_num_threads(threads)
+    seed_everything(cfg["seed"])  # a fresh process: LoRA's initial A matrices come from this seed
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = load_tokenizer(cfg["tokenizer"])
+    gold = LexiconSentiment() if cfg["gold"] == "lexicon" else ClassifierSentiment(cfg["gold"])
+    sft, folder = sft_model(cfg, tokenizer, progress=False)
+    pairs, _ = sft_pairs(cfg, sft, tokenizer, gold, folder)
+    pairs = [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs]
+    sft = sft.to(device)
+    chosen, rejected, _ = encode_pairs(tokenizer, pairs, max_length=cfg["max_length"], verbose=False)
+    gc.collect()
+    baseline_mb = peak_memory_mb(device)
+
+    start = time.perf_counter()
+    reference, ref_logps = None, None
+    if setup == "ref_copy":
+        policy, reference = copy.deepcopy(sft), sft.eval().requires_grad_(False)
+    elif setup == "precomputed_ref":
+        ref_logps = precompute_ref_logps(sft, tokenizer, chosen, rejected)
+        policy = sft  # the reference is no longer needed: train the model in place
+    else:
+        policy = lora_policy(sft, rank=lora_rank)
+        with policy.disable_adapter():
+            ref_logps = precompute_ref_logps(policy, tokenizer, chosen, rejected)
+    prepare_s = time.perf_counter() - start
+
+    timing = dpo_lab_steps(policy, tokenizer, pairs, batch_size=batch_size, steps=steps - warmup, warmup=warmup,
+                           beta=beta, lr=lr, reference=reference, ref_logps=ref_logps, precision=precision)
+    policy.eval()
+    held = [reference] if reference is not None else []
+    state_mb = model_memory_mb(held=held, trained=[policy])  # before sampling: what training kept alive
+    trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    samples = sample(policy, tokenizer, eval_prompts(cfg), n=cfg["eval_samples"], max_new_tokens=cfg["max_new_tokens"],
+                     seed=1234)
+    gold_reward = float(gold([p + t for p, t in zip(samples.prompts, samples.texts)]).mean())
+    peak = peak_memory_mb(device)
+    return {"setup": setup, "peak_mem_mb": peak, "peak_mem_growth_mb": peak - baseline_mb, "state_mb": state_mb,
+            "step_s": timing["step_s"], "step_times": timing["step_times"], "tokens_per_s": timing["tokens_per_s"],
+            "models_in_memory": 1 + len(held), "trainable_params": trainable, "prepare_s": prepare_s,
+            "gold_reward": gold_reward, "device": str(device), "precision": precision}
+
+
+def run_setups(setups, cfg: dict, **kwargs) -> list[dict]:
+    """:func:`run_setup` for each set-up, each in a fresh process so its peak memory is its own."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    rows = []
+    for setup in setups:
+        with ctx.Pool(1) as pool:
+            rows.append(pool.apply(run_setup, (setup, cfg), kwargs))
+    return rows

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from dpo_lab.paths import data_path
+from dpo_lab.reward_model import HubScorer
 
 DATA_PATH = data_path("summarization_docs.jsonl")  # shipped with the package (dpo_lab.paths)
 GENERATOR_VERSION = 1  # bump when the generator changes; it is part of the runs/ cache key
@@ -366,43 +367,21 @@ def annotate(prompts: list[str], first: list[str], second: list[str], reward_fn,
 
 # --- the judge of the full profile --------------------------------------------------
 
-class JudgeReward:
-    """A reward model from the Hub as the judge of the full profile (texts in, scores out).
+class JudgeReward(HubScorer):
+    """A reward model from the Hub as the judge of the full profile (a :class:`HubScorer`).
 
     Default: ``OpenAssistant/reward-model-deberta-v3-large-v2``, a DeBERTa-v3-large reward model
     trained on human comparisons that include OpenAI's summarize_from_feedback (the data
     behind ``trl-lib/tldr-preference``). It reads (question, answer) pairs, so the prompt and
-    the summary are given to its tokenizer as two segments. ``name_or_path`` may be a local
-    folder in the Hub's layout (a ``save_pretrained`` sequence classifier with one label).
+    the summary (cut at the last ``TL;DR:``) go to its tokenizer as two segments.
+    ``name_or_path`` may be a local folder in the Hub's layout (a ``save_pretrained`` sequence
+    classifier with one label).
     """
 
     def __init__(self, name_or_path: str = "OpenAssistant/reward-model-deberta-v3-large-v2", device=None,
                  batch_size: int = 32, max_length: int = 512):
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        self.name = str(name_or_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(name_or_path).eval()
-        if self.model.config.num_labels != 1:
-            raise ValueError(f"{name_or_path} has {self.model.config.num_labels} labels; a reward model has one")
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.to(self.device)
-        self.batch_size, self.max_length = batch_size, max_length
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        import torch
-
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(texts), self.batch_size):
-                parts = [t.rpartition(SEPARATOR) for t in texts[start:start + self.batch_size]]
-                questions = [q + sep if sep else a for q, sep, a in parts]
-                answers = [a.strip() if sep else "" for q, sep, a in parts]
-                enc = self.tokenizer(questions, answers, return_tensors="pt", padding=True, truncation=True,
-                                     max_length=self.max_length).to(self.device)
-                out.append(self.model(**enc).logits[:, 0].float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros(0)
+        super().__init__(name_or_path, separator=SEPARATOR, device=device, batch_size=batch_size,
+                         max_length=max_length)
 
 
 if __name__ == "__main__":
