@@ -55,13 +55,14 @@ def test_every_value_word_is_one_token_of_the_course_tokenizer():
 
 def test_splits_do_not_overlap_and_add_prompt_and_reference():
     splits = {name: summ.load_documents(name) for name in summ.SPLITS}
-    assert [len(v) for v in splits.values()] == [1500, 1100, 400]
+    assert [len(v) for v in splits.values()] == [1500, 1100, 200, 200]
+    assert list(splits) == ["sft", "preference", "validation", "test"]
     assert splits["sft"][0]["prompt"] == PROMPT and splits["sft"][0]["reference"] == " " + DOC["summary"]
     seen = [r["document"] for v in splits.values() for r in v]
     assert len(set(seen)) == len(seen)
     assert summ.load_documents("test", limit=7) == splits["test"][:7]
     with pytest.raises(ValueError, match="split must be one of"):
-        summ.load_documents("validation")
+        summ.load_documents("dev")
 
 
 def test_malformed_line_names_file_and_line(tmp_path):
@@ -146,6 +147,8 @@ def test_annotate_follows_bradley_terry_and_counts_what_it_skips():
     assert 0.4 < noisy["disagreement"] < 0.6 and sharp["disagreement"] == 0.0
     with pytest.raises(ValueError, match="temperature must be > 0"):
         summ.annotate(prompts, full, short, gold, temperature=0.0)
+    assert report["longer_chosen"] == pytest.approx(np.mean([len(summ.words(p["chosen"])) >
+                                                             len(summ.words(p["rejected"])) for p in pairs]))
     with pytest.raises(ValueError, match="as many prompts as summaries"):
         summ.annotate(prompts, full[:3], short, gold, temperature=0.1)
 
@@ -185,3 +188,56 @@ def test_judge_reward_loads_a_local_reward_model_in_hub_layout(tmp_path):
     tokenizer.save_pretrained(tmp_path / "two")
     with pytest.raises(ValueError, match="has 2 labels; a reward model has one"):
         summ.JudgeReward(str(tmp_path / "two"), device="cpu")
+
+
+def test_annotators_length_bonus_is_bradley_terry_on_gold_plus_a_bonus_a_word():
+    docs = summ.load_documents("sft", limit=200)
+    gold = summ.GoldSummaryReward(docs)
+    prompts = [d["prompt"] for d in docs]
+    # a one-fact summary, and the same with four filler words: the gold reward prefers the short one by 0.08
+    short = [f" the {a} was {j}." for d in docs for a, j in list(d["key_facts"]["aspects"].items())[:1]]
+    padded = [t[:-1] + " and i saw it." for t in short]
+    r_short, r_padded = gold([p + t for p, t in zip(prompts, short)]), gold([p + t for p, t in zip(prompts, padded)])
+    assert np.allclose(r_short - r_padded, 0.02 * 4)
+    _, plain = summ.annotate(prompts, short, padded, gold, temperature=1e-4, seed=0)
+    _, biased = summ.annotate(prompts, short, padded, gold, temperature=1e-4, seed=0, length_bonus=0.1)
+    # utility difference padded - short = -0.08 + 0.1 * 4 = +0.32: the biased annotators always pick the padded one
+    assert plain["longer_chosen"] == 0.0 and plain["disagreement"] == 0.0
+    assert biased["longer_chosen"] == 1.0 and biased["disagreement"] == 1.0
+    # at temperature 0.4: P(padded) = sigmoid(0.32 / 0.4), seeded
+    _, noisy = summ.annotate(prompts, short, padded, gold, temperature=0.4, seed=0, length_bonus=0.1)
+    assert noisy["longer_chosen"] == pytest.approx(1 / (1 + np.exp(-0.8)), abs=0.07)
+    assert summ.ANNOTATOR_LENGTH_BONUS > 0.02  # the annotators' bonus outweighs the gold reward's cost a word
+
+
+def test_the_committed_sweep_matches_the_notebook_and_its_choice_follows_from_its_scores():
+    from dpo_lab.tasks.summarization_sweep import (
+        BETAS,
+        KNOBS,
+        LEARNING_RATES,
+        TEMPERATURES,
+        choose,
+        load_sweep,
+        notebook_tiny_config,
+    )
+
+    sweep, cfg = load_sweep(), notebook_tiny_config()
+    assert sweep["config"] == {k: cfg[k] for k in KNOBS}, "rerun python -m dpo_lab.tasks.summarization_sweep"
+    assert sweep["generator_version"] == summ.GENERATOR_VERSION and sweep["split"] == "validation"
+    assert sweep["n_validation_reviews"] == cfg["n_eval_docs"]
+    assert {(r["lr"], r["beta"]) for r in sweep["runs"]} == {(lr, b) for lr in LEARNING_RATES for b in BETAS}
+    for r in sweep["runs"]:  # the saved score is the mean of the saved win rates
+        assert r["score"] == pytest.approx(np.mean([r["win_rate_vs_sft"][str(t)] for t in TEMPERATURES]))
+    best = choose(sweep["runs"])
+    assert sweep["chosen"] == {"lr": best["lr"], "beta": best["beta"]}
+    # the notebook trains and reports the chosen setting
+    assert (cfg["dpo_lr"], cfg["headline_beta"]) == (best["lr"], best["beta"]) and cfg["headline_beta"] in cfg["betas"]
+
+
+def test_choose_takes_the_highest_validation_score_and_the_first_of_equals():
+    from dpo_lab.tasks.summarization_sweep import choose
+
+    runs = [{"lr": 1, "beta": 1, "score": 0.6}, {"lr": 2, "beta": 1, "score": 0.7}, {"lr": 3, "beta": 1, "score": 0.7}]
+    assert choose(runs)["lr"] == 2
+    with pytest.raises(ValueError, match="at least one run"):
+        choose([])

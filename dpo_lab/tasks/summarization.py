@@ -51,7 +51,11 @@ DATA_PATH = data_path("summarization_docs.jsonl")  # shipped with the package (d
 GENERATOR_VERSION = 1  # bump when the generator changes; it is part of the runs/ cache key
 SEPARATOR = "\nTL;DR:"  # ends every prompt, as in trl-lib/tldr
 N_DOCUMENTS = 3000
-SPLITS = {"sft": (0, 1500), "preference": (1500, 2600), "test": (2600, 3000)}
+# validation: where notebook 05's knobs are chosen (dpo_lab.tasks.summarization_sweep); test: its final numbers,
+# read once. (Until #21 the notebook was tuned on the first 200 test reviews: those are now validation.)
+SPLITS = {"sft": (0, 1500), "preference": (1500, 2600), "validation": (2600, 2800), "test": (2800, 3000)}
+#: the simulated annotators' bonus a word (see :func:`annotate`): human raters favour longer summaries
+ANNOTATOR_LENGTH_BONUS = 0.1
 
 # every word below is one token of the course tokenizer, so a tiny model can copy it
 ASPECTS = ["plot", "acting", "cast", "director", "script", "soundtrack", "ending", "dialogue", "characters", "pacing",
@@ -134,7 +138,7 @@ def write_documents(path: Path = DATA_PATH, n: int = N_DOCUMENTS, seed: int = 0)
 
 
 def load_documents(split: str, path: Path | str = DATA_PATH, limit: int | None = None) -> list[dict]:
-    """Records of one split of the shipped file (``"sft"``, ``"preference"`` or ``"test"``).
+    """Records of one split of the shipped file (``"sft"``, ``"preference"``, ``"validation"`` or ``"test"``).
 
     Each record gets ``prompt`` (see :func:`make_prompt`) and ``reference`` (the summary with
     its leading space, ready to be a completion). A malformed line is an error naming it.
@@ -183,13 +187,13 @@ def load_tldr(source: str = "trl-lib/tldr", split: str = "train", limit: int | N
 def load_split(source: str, split: str, limit: int | None = None, seed: int = 0) -> list[dict]:
     """Records with ``prompt`` and ``reference`` from either profile's source.
 
-    ``source="generated"``: the shipped reviews (splits ``sft``, ``preference``, ``test``);
-    otherwise a ``trl-lib/tldr``-style dataset, where ``sft`` reads ``train`` and ``test``
-    reads ``validation``.
+    ``source="generated"``: the shipped reviews (splits ``sft``, ``preference``, ``validation``,
+    ``test``); otherwise a ``trl-lib/tldr``-style dataset, where ``sft`` reads ``train``,
+    ``validation`` reads ``validation`` and ``test`` reads ``test``.
     """
     if source == "generated":
         return load_documents(split, limit=limit)
-    hub_split = {"sft": "train", "preference": "train", "test": "validation"}.get(split, split)
+    hub_split = {"sft": "train", "preference": "train"}.get(split, split)
     return load_tldr(source, hub_split, limit, seed=seed)
 
 
@@ -307,18 +311,24 @@ class GoldSummaryReward:
 # --- simulated annotators -----------------------------------------------------------
 
 def annotate(prompts: list[str], first: list[str], second: list[str], reward_fn, temperature: float,
-             seed: int = 0) -> tuple[list[dict], dict]:
-    """Label pairs of summaries as a noisy annotator would: Bradley-Terry on the gold reward.
+             seed: int = 0, length_bonus: float = 0.0) -> tuple[list[dict], dict]:
+    """Label pairs of summaries as a noisy annotator would: Bradley-Terry on the annotator's utility.
 
-    For summaries a and b of the same prompt the annotator prefers a with probability
+    The annotator's utility is the gold reward plus a bonus a word, U(s) = R(s) + length_bonus * words(s)
+    (``length_bonus=0``: the gold reward itself). For summaries a and b of the same prompt the
+    annotator prefers a with probability
 
-        P(a > b) = sigmoid((R(a) - R(b)) / temperature)
+        P(a > b) = sigmoid((U(a) - U(b)) / temperature)
 
     (Bradley & Terry, 1952), so near ties are coin flips and clear differences are almost
-    always labelled right. Identical summaries get no label (they are counted, not hidden).
+    always labelled right. Human raters favour longer summaries (Stiennon et al., 2020), and
+    a bonus a word larger than the gold reward's length cost gives the annotators that bias: a
+    policy trained on their labels can learn to write longer while the gold reward pays less.
+    Identical summaries get no label (they are counted, not hidden).
     Returns the pairs (``prompt``/``chosen``/``rejected`` with ``chosen_gold``/``rejected_gold``)
-    and a report: pairs, identical pairs skipped, and the share of labels that disagree with
-    the gold reward (ties in the gold reward excluded).
+    and a report: pairs, identical pairs skipped, the share of labels that disagree with the
+    gold reward (ties in the gold reward excluded), and the share of labels that chose the longer
+    summary (pairs of equal length excluded).
     """
     if not len(prompts) == len(first) == len(second):
         raise ValueError(f"annotate needs as many prompts as summaries: {len(prompts)}, {len(first)}, {len(second)}")
@@ -327,9 +337,12 @@ def annotate(prompts: list[str], first: list[str], second: list[str], reward_fn,
     rng = np.random.default_rng(seed)
     r_a = np.asarray(reward_fn([p + a for p, a in zip(prompts, first)]), dtype=float)
     r_b = np.asarray(reward_fn([p + b for p, b in zip(prompts, second)]), dtype=float)
-    p_first = np.exp(-np.logaddexp(0.0, -(r_a - r_b) / temperature))  # sigmoid, without overflow
+    n_a = np.array([len(words(a)) for a in first])
+    n_b = np.array([len(words(b)) for b in second])
+    u_diff = (r_a - r_b) + length_bonus * (n_a - n_b)  # the annotator's utility difference
+    p_first = np.exp(-np.logaddexp(0.0, -u_diff / temperature))  # sigmoid, without overflow
     draws = rng.random(len(prompts))
-    pairs, identical, disagree, decided = [], 0, 0, 0
+    pairs, identical, disagree, decided, longer, unequal = [], 0, 0, 0, 0, 0
     for i, prompt in enumerate(prompts):
         if first[i] == second[i]:
             identical += 1
@@ -340,10 +353,15 @@ def annotate(prompts: list[str], first: list[str], second: list[str], reward_fn,
         if r_c != r_r:
             decided += 1
             disagree += int(r_c < r_r)
+        n_c, n_r = (n_a[i], n_b[i]) if a_wins else (n_b[i], n_a[i])
+        if n_c != n_r:
+            unequal += 1
+            longer += int(n_c > n_r)
         pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected,
                       "chosen_gold": float(r_c), "rejected_gold": float(r_r)})
     report = {"pairs": len(pairs), "identical_skipped": identical, "gold_ties": len(pairs) - decided,
-              "disagreement": disagree / decided if decided else 0.0}
+              "disagreement": disagree / decided if decided else 0.0, "disagreeing": disagree, "decided": decided,
+              "longer_chosen": longer / unequal if unequal else 0.0, "unequal_length": unequal}
     return pairs, report
 
 
