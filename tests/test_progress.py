@@ -39,3 +39,20 @@ def test_every_loop_uses_the_one_bar():
         if "from tqdm" in code or "import tqdm" in code:
             offenders.append(str(path.relative_to(root)))
     assert offenders == [], f"use dpo_lab.progress.progress instead of tqdm in {offenders}"
+
+
+def test_no_committed_notebook_shows_a_bar_that_never_started():
+    # a widget bar is saved as its first frame ("  0%|"): every committed output must show finished bars or none
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    unstarted = re.compile(r"(?<![0-9])0%\|")
+    found = []
+    for path in sorted((root / "notebooks").glob("*.ipynb")):
+        for i, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            for output in cell.get("outputs", []):
+                text = output.get("text", "") + "".join(output.get("data", {}).get("text/plain", ""))
+                if unstarted.search(text):
+                    found.append(f"{path.name} cell {i}")
+    assert found == [], f"re-execute with python -m dpo_lab.syllabus --run NN: {found}"
