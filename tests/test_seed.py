@@ -43,14 +43,19 @@ def test_a_bad_seed_is_a_clear_error(monkeypatch, bad):
         get_seed()
 
 
-def test_the_seeds_command_reads_its_arguments(monkeypatch):
+def test_the_seeds_command_reads_its_arguments(monkeypatch, capsys):
     from dpo_lab import seeds
 
     ran = []
-    monkeypatch.setattr(seeds, "headline_result", lambda path, seed: ran.append((path.name[:2], seed)) or {
+    monkeypatch.setattr(seeds, "headline_result", lambda path, seed, all_claims=False, keep=None: ran.append(
+        (path.name[:2], seed, all_claims)) or {
         "notebook": path.stem, "seed": seed, "headline": "h", "seconds": 1.0, "value": 1.0, "lower": None,
-        "upper": None, "holds": True, "error": None})
+        "upper": None, "holds": True, "error": None, "failed_claims": ["another claim"] if all_claims else []})
     assert seeds.main(["--seeds", "1,2", "00", "01", "--out", "/dev/null"]) == 0
-    assert ran == [("00", 1), ("00", 2), ("01", 1), ("01", 2)]
+    assert ran == [("00", 1, False), ("00", 2, False), ("01", 1, False), ("01", 2, False)]
+    ran.clear()
+    assert seeds.main(["--all-claims", "--seeds", "1", "00", "--out", "/dev/null"]) == 0  # the headline held
+    assert ran == [("00", 1, True)]
+    assert "fails: another claim" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         seeds.main(["--seeds", "one", "00"])
