@@ -31,6 +31,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -143,7 +144,10 @@ def _autocast(device: torch.device, amp: bool):
 def _optimize(model, loss_fn, *, steps: int, lr: float, weight_decay: float, device: torch.device,
               amp: bool, desc: str, progress: bool, grad_clip: float | None, cosine: bool,
               callback: Callable[[int, nn.Module], None] | None = None, callback_every: int = 0):
-    """The loop both trainers share: AdamW, optional cosine decay, clipping, fp16 autocast on CUDA."""
+    """The loop both trainers share: AdamW, optional cosine decay, clipping, fp16 autocast on CUDA.
+
+    Steps count from 1 (the number of updates done); ``callback(step, model)`` runs before the first update
+    (step 0), every ``callback_every`` steps and after the last one. Returns the history, one row a step."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine else None
     use_amp = amp and device.type == "cuda"
@@ -165,22 +169,22 @@ def _optimize(model, loss_fn, *, steps: int, lr: float, weight_decay: float, dev
         if sched is not None:
             sched.step()
         logs.append({"step": step, "loss": loss.item(), **metrics})
-        if callback is not None and callback_every and step % callback_every == 0:
+        if callback is not None and callback_every and (step % callback_every == 0 or step == steps):
             model.eval()
             callback(step, model)
             model.train()
     model.eval()
-    return logs
+    return pd.DataFrame(logs)
 
 
 def train_ddpm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, schedule: NoiseSchedule, *,
                steps: int, batch_size: int = 128, lr: float = 2e-3, weight_decay: float = 0.0,
                seed: int = 0, amp: bool = False, grad_clip: float | None = 1.0, cosine: bool = True,
-               progress: bool = True, desc: str = "DDPM") -> list[dict]:
+               progress: bool = True, desc: str = "DDPM") -> pd.DataFrame:
     """Train ``model`` in place on ``(images, labels)`` with L_simple (Ho et al. 2020, Algorithm 1).
 
     Batches, timesteps and noise come from one generator seeded with ``seed``, so a
-    run repeats exactly on the CPU. Returns one ``{"step", "loss"}`` log a step.
+    run repeats exactly on the CPU. Returns the history: a DataFrame with ``step`` and ``loss``, a row a step.
     """
     device = next(model.parameters()).device
     schedule = schedule.to(device)
@@ -293,7 +297,8 @@ def diffusion_dpo_step(model: nn.Module, ref_model: nn.Module, x_w: torch.Tensor
     """One Diffusion-DPO loss on a batch of pairs: one (t, eps) a pair, shared by winner and loser.
 
     Returns the mean loss (with gradients into ``model``) and the logged metrics
-    ``implicit_acc``, ``margin`` (mean ``inside``), ``model_err_w`` / ``model_err_l`` and
+    ``rewards/accuracies`` (the share of pairs with ``inside > 0``, ties one half) and ``rewards/margins`` (mean
+    ``inside``), TRL's names for the same two quantities, ``model_err_w`` / ``model_err_l`` and
     ``ref_err_w`` / ``ref_err_l``.
     """
     t, noise = draw_t_and_noise(x_w, schedule, generator)
@@ -304,7 +309,7 @@ def diffusion_dpo_step(model: nn.Module, ref_model: nn.Module, x_w: torch.Tensor
         ref_err_w, ref_err_l = denoising_errors(ref_model, x, cc, tt, nn_, schedule).chunk(2)
     losses, inside, acc = diffusion_dpo_loss(model_err_w, model_err_l, ref_err_w, ref_err_l, beta)
     metrics = {
-        "implicit_acc": acc.item(), "margin": inside.mean().item(),
+        "rewards/accuracies": acc.item(), "rewards/margins": inside.mean().item(),
         "model_err_w": model_err_w.mean().item(), "model_err_l": model_err_l.mean().item(),
         "ref_err_w": ref_err_w.mean().item(), "ref_err_l": ref_err_l.mean().item(),
     }
@@ -317,12 +322,12 @@ def train_diffusion_dpo(model: nn.Module, ref_model: nn.Module, x_w: torch.Tenso
                         amp: bool = False, grad_clip: float | None = 1.0, cosine: bool = False,
                         progress: bool = True, desc: str = "Diffusion-DPO",
                         callback: Callable[[int, nn.Module], None] | None = None,
-                        callback_every: int = 0) -> list[dict]:
+                        callback_every: int = 0) -> pd.DataFrame:
     """Train ``model`` in place with Diffusion-DPO on pairs ``(x_w[i], x_l[i])`` of class ``c[i]``.
 
     ``ref_model`` stays frozen. Batches, timesteps and noise come from one generator
     seeded with ``seed``. ``callback(step, model)`` runs at step 0 and every
-    ``callback_every`` steps (for evaluating during training). Returns one log a step.
+    ``callback_every`` steps and after the last (for evaluating during training). Returns the history, a row a step.
     """
     device = next(model.parameters()).device
     schedule = schedule.to(device)

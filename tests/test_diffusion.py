@@ -135,10 +135,11 @@ def test_train_ddpm_repeats_exactly_and_learns():
     m2 = copy.deepcopy(m1)
     logs1 = D.train_ddpm(m1, images, labels, s, steps=60, batch_size=32, lr=3e-3, seed=1, progress=False)
     logs2 = D.train_ddpm(m2, images, labels, s, steps=60, batch_size=32, lr=3e-3, seed=1, progress=False)
-    assert [log["loss"] for log in logs1] == [log["loss"] for log in logs2]
+    assert logs1["loss"].tolist() == logs2["loss"].tolist()
+    assert logs1["step"].tolist() == list(range(1, 61))  # steps count from 1, as in every loop of the course
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True))
-    first = sum(log["loss"] for log in logs1[:10]) / 10
-    last = sum(log["loss"] for log in logs1[-10:]) / 10
+    first = logs1["loss"].head(10).mean()
+    last = logs1["loss"].tail(10).mean()
     assert first > 0.9 and last < first  # eps = 0 at the start gives L_simple ~ E[eps^2] = 1
 
 
@@ -266,13 +267,13 @@ def test_diffusion_dpo_step_starts_at_log_2_and_shares_t_and_noise():
     loss, metrics = D.diffusion_dpo_step(model, ref, images[:8], images[8:], labels[:8], s, beta=1000.0,
                                          generator=torch.Generator().manual_seed(0))
     assert loss.item() == pytest.approx(math.log(2), abs=1e-6)
-    assert metrics["implicit_acc"] == 0.5 and metrics["margin"] == 0.0
+    assert metrics["rewards/accuracies"] == 0.5 and metrics["rewards/margins"] == 0.0
     # With x_w == x_l, a shared (t, eps) gives identical errors, whatever the model: margin exactly 0.
     model2 = denoisers.DenoiserMLP((1, 8, 8), hidden=32, depth=1, emb_dim=16)
     nn.init.normal_(model2.out.weight, std=0.1)
     loss2, m2 = D.diffusion_dpo_step(model2, ref, images[:8], images[:8], labels[:8], s, beta=1000.0,
                                      generator=torch.Generator().manual_seed(0))
-    assert m2["margin"] == 0.0 and loss2.item() == pytest.approx(math.log(2), abs=1e-6)
+    assert m2["rewards/margins"] == 0.0 and loss2.item() == pytest.approx(math.log(2), abs=1e-6)
 
 
 def test_train_diffusion_dpo_learns_the_pairs_and_repeats():
@@ -288,13 +289,13 @@ def test_train_diffusion_dpo_learns_the_pairs_and_repeats():
         model = copy.deepcopy(ref)
         logs = D.train_diffusion_dpo(model, ref, x_w, x_l, c, s, beta=1000.0, steps=40, batch_size=16, lr=3e-4,
                                      seed=0, progress=False, callback=lambda step, m: seen.append(step),
-                                     callback_every=20)
+                                     callback_every=15)
         runs.append(logs)
-    assert [log["loss"] for log in runs[0]] == [log["loss"] for log in runs[1]]
-    assert seen == [0, 20, 40, 0, 20, 40]
-    assert runs[0][0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
-    assert sum(log["implicit_acc"] for log in runs[0][-10:]) / 10 > 0.5
-    assert sum(log["loss"] for log in runs[0][-10:]) / 10 < math.log(2)
+    assert runs[0]["loss"].tolist() == runs[1]["loss"].tolist()
+    assert seen == [0, 15, 30, 40, 0, 15, 30, 40]  # before the first update, every 15 steps, and after the last
+    assert runs[0]["loss"].iloc[0] == pytest.approx(math.log(2), abs=1e-6)
+    assert runs[0]["rewards/accuracies"].tail(10).mean() > 0.5
+    assert runs[0]["loss"].tail(10).mean() < math.log(2)
 
 
 # ----------------------------------------------------------------------------
