@@ -641,10 +641,11 @@ _NOTEBOOKS = {"02": _nb02, "03": _nb03, "04": _nb04, "05": _nb05, "06": _nb06, "
 
 # --- the notebooks' full configs, and the table -----------------------------------------------
 
-def notebook_config(path) -> dict:
-    """``CONFIGS["full"]`` of a notebook, read from its file: the cell that defines ``CONFIGS`` is run
+def notebook_config(path, profile: str = "full") -> dict:
+    """``CONFIGS[profile]`` of a notebook, read from its file: the cell that defines ``CONFIGS`` is run
     in a fresh namespace (it may use names it defines itself, e.g. notebook 08's ``VARIANTS``).
-    Notebook 07's ``EFFICIENCY["full"]`` comes along as ``cfg["_efficiency"]``."""
+    Notebook 07's ``EFFICIENCY[profile]`` comes along as ``cfg["_efficiency"]``. (The offline sweeps read
+    their notebook's ``tiny`` knobs through it too.)"""
     import contextlib
     import io
 
@@ -655,13 +656,13 @@ def notebook_config(path) -> dict:
     if len(cells) != 1:
         raise ValueError(f"{path}: expected one code cell defining CONFIGS, found {len(cells)}")
     # names the cell may take from earlier cells: a stub pick_config (it picks "full") and `info`
-    namespace = {"info": {"device": "cpu", "profile": "full", "seed": 0},
-                 "pick_config": lambda configs: configs["full"]}
+    namespace = {"info": {"device": "cpu", "profile": profile, "seed": 0},
+                 "pick_config": lambda configs: configs[profile]}
     with contextlib.redirect_stdout(io.StringIO()):
         exec(compile(cells[0], f"{path}:CONFIGS", "exec"), namespace)
-    cfg = dict(namespace["CONFIGS"]["full"])
+    cfg = dict(namespace["CONFIGS"][profile])
     if "EFFICIENCY" in namespace:
-        cfg["_efficiency"] = namespace["EFFICIENCY"]["full"]
+        cfg["_efficiency"] = namespace["EFFICIENCY"][profile]
     return cfg
 
 

@@ -24,9 +24,7 @@ seed). The pick: the highest score (:func:`choose`).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import io
 import json
 import time
 from pathlib import Path
@@ -48,16 +46,9 @@ KNOBS = ("model_sizes", "n_sft_docs", "sft_epochs", "sft_lr", "sft_batch_size", 
 
 def notebook_tiny_config(path=NOTEBOOK) -> dict:
     """``CONFIGS["tiny"]`` of notebook 05, read from its file (the cell that defines it, run apart)."""
-    import nbformat
+    from dpo_lab.sizing import notebook_config
 
-    notebook = nbformat.read(str(path), as_version=4)
-    cells = [c.source for c in notebook.cells if c.cell_type == "code" and "CONFIGS = {" in c.source]
-    if len(cells) != 1:
-        raise ValueError(f"{path}: expected one code cell defining CONFIGS, found {len(cells)}")
-    namespace = {"info": {"device": "cpu", "profile": "tiny", "seed": 0}}
-    with contextlib.redirect_stdout(io.StringIO()):
-        exec(compile(cells[0], f"{path}:CONFIGS", "exec"), namespace)
-    return dict(namespace["CONFIGS"]["tiny"])
+    return notebook_config(path, "tiny")
 
 
 def choose(runs: list[dict]) -> dict:
