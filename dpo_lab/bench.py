@@ -140,15 +140,16 @@ def _precision_name(precision: str | None, bf16: bool | None, device) -> str:
     return choose_precision(device)
 
 
-def dpo_lab_steps(policy, tokenizer, pairs, *, batch_size: int, steps: int, warmup: int, beta: float = 0.1,
-                  lr: float = 1e-5, reference=None, ref_logps=None, bf16: bool | None = None, seed: int = 0,
+def dpo_lab_steps(policy, ref_model, tokenizer, pairs, *, batch_size: int, steps: int, warmup: int,
+                  beta: float = 0.1, lr: float = 1e-5, ref_logps=None, bf16: bool | None = None, seed: int = 0,
                   precision: str | None = None, chunk_size: int | None = DEFAULT_CHUNK_SIZE,
                   max_length: int | None = None) -> dict:
     """Time ``steps`` DPO steps of dpo_lab after ``warmup`` steps.
 
-    The reference enters as a model run every step (``reference``) or as precomputed
-    log-probs (``ref_logps``). ``precision`` (default: the course's rule for the device;
-    ``bf16=True`` is the older way to ask for bf16); ``chunk_size=None`` times the plain
+    The reference enters as a model run every step (``ref_model``) or as precomputed
+    log-probs (``ref_logps``; ``ref_model`` is then ``None``), as in :func:`dpo_lab.train.train_dpo`.
+    ``precision`` (default: the course's rule for the device; ``bf16=True`` is the older way to
+    ask for bf16); ``chunk_size=None`` times the plain
     full-logits path. Returns seconds a step, tokens a second, peak memory and its rise
     over the level when timing began.
     """
@@ -177,7 +178,7 @@ def dpo_lab_steps(policy, tokenizer, pairs, *, batch_size: int, steps: int, warm
             ref_c, ref_r = ref_logps[0][idx].to(device), ref_logps[1][idx].to(device)
         else:
             with torch.no_grad(), mp.autocast():
-                ref_c, ref_r = sequence_logprobs(reference, **batch, chunk_size=chunk_size).float().chunk(2)
+                ref_c, ref_r = sequence_logprobs(ref_model, **batch, chunk_size=chunk_size).float().chunk(2)
         with mp.autocast():
             loss, _ = dpo_batch_loss(policy, batch, ref_c, ref_r, beta=beta, chunk_size=chunk_size)
         backward_and_step(loss, optimizer, policy.parameters(), 1.0, scaler)
@@ -193,7 +194,7 @@ def dpo_lab_steps(policy, tokenizer, pairs, *, batch_size: int, steps: int, warm
             "step_times": times}
 
 
-def trl_steps(policy, reference, tokenizer, pairs, *, batch_size: int, steps: int, warmup: int, beta: float = 0.1,
+def trl_steps(policy, ref_model, tokenizer, pairs, *, batch_size: int, steps: int, warmup: int, beta: float = 0.1,
               lr: float = 1e-5, precompute: bool = False, bf16: bool | None = None, precision: str | None = None,
               max_length: int | None = None, output_dir: str = "/tmp/dpo_lab_bench") -> dict:
     """Time ``steps`` steps of TRL's DPOTrainer at the same settings, after ``warmup`` steps."""
@@ -232,7 +233,7 @@ def trl_steps(policy, reference, tokenizer, pairs, *, batch_size: int, steps: in
         bf16=precision == "bf16", fp16=precision == "fp16", logging_steps=10**6, save_strategy="no",
         disable_tqdm=True, dataloader_num_workers=0, max_grad_norm=1.0, seed=0, optim="adamw_torch",
     )
-    trainer = trl.DPOTrainer(model=policy, ref_model=reference, args=config, processing_class=tokenizer,
+    trainer = trl.DPOTrainer(model=policy, ref_model=ref_model, args=config, processing_class=tokenizer,
                              train_dataset=datasets.Dataset.from_list(pairs), callbacks=[Timer()])
     collate = trainer.data_collator
 
@@ -296,7 +297,7 @@ def _one_run(model_name: str, device: str, framework: str, precompute: bool, bat
                                              precision=precision)
             reference = None
             gc.collect()
-        result = dpo_lab_steps(policy, tokenizer, pairs, reference=reference, ref_logps=ref_logps,
+        result = dpo_lab_steps(policy, reference, tokenizer, pairs, ref_logps=ref_logps,
                                chunk_size=chunk_size, **kwargs)
         result.pop("step_times")  # the comparison table reports the median only
     result["mfu"] = None

@@ -4,8 +4,13 @@ Conventions (those of TRL and of the DPO reference implementation):
 
 * the prompt and the completion are tokenized *separately* and concatenated, so the
   boundary between them is exact whatever the tokenizer would merge across it;
-* an EOS token is appended to every completion, so the model learns to stop and the
-  log-probability of a completion includes the probability of ending it;
+* an EOS token is appended to every completion that ended, so the model learns to stop and
+  the log-probability of a completion includes the probability of ending it. A completion
+  *sampled* until ``max_new_tokens`` ran out did not end: the model never produced that EOS,
+  and appending one would teach DPO that the chosen text stops there (or blame the rejected
+  one for stopping). Pair records mark such completions ``chosen_truncated`` /
+  ``rejected_truncated`` (:func:`dpo_lab.evaluate.sample` reports them), and they are encoded
+  without EOS; :func:`encode_pairs` counts them;
 * the ``completion_mask`` is 1 on completion tokens (EOS included) and 0 on prompt and
   padding, and the ``attention_mask`` is 0 on padding only;
 * for a preference batch the B chosen rows come first and the B rejected rows after,
@@ -26,25 +31,31 @@ import torch
 
 @dataclass
 class TruncationReport:
-    """How many prompts and completions were shortened, out of how many."""
+    """How many prompts and completions were shortened, out of how many, and how many
+    completions had been cut off by sampling (``unended``: encoded without EOS)."""
 
     prompts: int = 0
     completions: int = 0
     total: int = 0
+    unended: int = 0
 
     def __str__(self) -> str:
-        return (f"truncated {self.prompts} of {self.total} prompts and "
+        text = (f"truncated {self.prompts} of {self.total} prompts and "
                 f"{self.completions} of {self.total} completions")
+        if self.unended:
+            text += f"; {self.unended} of {self.total} completions were cut off by sampling (no EOS added)"
+        return text
 
 
 def encode_example(tokenizer, prompt: str, completion: str, max_prompt_length: int | None = None,
-                   max_length: int | None = None, report: TruncationReport | None = None):
+                   max_length: int | None = None, report: TruncationReport | None = None, ended: bool = True):
     """Token ids of ``prompt`` and of ``completion`` + EOS, truncated as the module says.
 
+    ``ended=False`` (a sample cut off by ``max_new_tokens``): no EOS is appended.
     Returns ``(prompt_ids, completion_ids)``, two lists of ints.
     """
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] * ended
     if not prompt_ids:  # an empty prompt still needs one token to condition on
         prompt_ids = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
     if report is not None:
@@ -66,29 +77,39 @@ def encode_example(tokenizer, prompt: str, completion: str, max_prompt_length: i
 
 
 def encode_examples(tokenizer, prompts, completions, max_prompt_length=None, max_length=None,
-                    verbose: bool = True):
-    """Encode many (prompt, completion) pairs; returns ``(encoded, report)``."""
+                    verbose: bool = True, ended=None):
+    """Encode many (prompt, completion) pairs; returns ``(encoded, report)``.
+
+    ``ended``: one bool a completion (``False``: cut off by sampling, no EOS); ``None``: all ended.
+    """
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+    ended = [True] * len(prompts) if ended is None else list(ended)
     report = TruncationReport()
-    encoded = [encode_example(tokenizer, p, c, max_prompt_length, max_length, report)
-               for p, c in zip(prompts, completions)]
+    encoded = [encode_example(tokenizer, p, c, max_prompt_length, max_length, report, e)
+               for p, c, e in zip(prompts, completions, ended)]
     if verbose and (report.prompts or report.completions):
         print(report)
     return encoded, report
 
 
 def encode_pairs(tokenizer, records, max_prompt_length=None, max_length=None, verbose: bool = True):
-    """Encode preference records; returns ``(chosen, rejected, report)``, lists of id pairs."""
+    """Encode preference records; returns ``(chosen, rejected, report)``, lists of id pairs.
+
+    A completion flagged ``chosen_truncated`` / ``rejected_truncated`` gets no EOS (see the module
+    docstring); the report counts them as ``unended``.
+    """
     prompts = [r["prompt"] for r in records]
+    ended = {side: [not r.get(f"{side}_truncated", False) for r in records] for side in ("chosen", "rejected")}
     chosen, report_c = encode_examples(tokenizer, prompts, [r["chosen"] for r in records],
-                                       max_prompt_length, max_length, verbose=False)
+                                       max_prompt_length, max_length, verbose=False, ended=ended["chosen"])
     rejected, report_r = encode_examples(tokenizer, prompts, [r["rejected"] for r in records],
-                                         max_prompt_length, max_length, verbose=False)
+                                         max_prompt_length, max_length, verbose=False, ended=ended["rejected"])
     report = TruncationReport(report_c.prompts + report_r.prompts,
                               report_c.completions + report_r.completions,
-                              report_c.total + report_r.total)
-    if verbose and (report.prompts or report.completions):
+                              report_c.total + report_r.total,
+                              unended=ended["chosen"].count(False) + ended["rejected"].count(False))
+    if verbose and (report.prompts or report.completions or report.unended):
         print(report)
     return chosen, rejected, report
 

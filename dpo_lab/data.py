@@ -24,6 +24,8 @@ from pathlib import Path
 from dpo_lab.paths import data_path
 
 FIELDS = ("prompt", "chosen", "rejected")
+#: optional: true for a completion sampled until ``max_new_tokens`` ran out, so it has no EOS
+TRUNCATION_FLAGS = ("chosen_truncated", "rejected_truncated")
 
 
 class PreferenceDataError(ValueError):
@@ -34,7 +36,9 @@ def validate_record(record, where: str) -> dict:
     """Check one record and return it as a plain ``{prompt, chosen, rejected}`` dict.
 
     ``where`` says where the record came from (``"prefs.jsonl, line 3"``) and is
-    put at the start of every error message.
+    put at the start of every error message. The optional flags :data:`TRUNCATION_FLAGS`
+    (a completion cut off by ``max_new_tokens``: it gets no EOS, see :mod:`dpo_lab.collate`)
+    are kept when present and must be booleans.
     """
     if not isinstance(record, dict):
         raise PreferenceDataError(f"{where}: expected a JSON object, got {type(record).__name__}")
@@ -50,7 +54,10 @@ def validate_record(record, where: str) -> dict:
             raise PreferenceDataError(f"{where}: field '{field}' is empty")
     if record["chosen"] == record["rejected"]:
         raise PreferenceDataError(f"{where}: field 'rejected' is identical to 'chosen'")
-    return {field: record[field] for field in FIELDS}
+    for flag in TRUNCATION_FLAGS:
+        if flag in record and not isinstance(record[flag], bool):
+            raise PreferenceDataError(f"{where}: field '{flag}' must be true or false, got {record[flag]!r}")
+    return {field: record[field] for field in FIELDS + TRUNCATION_FLAGS if field in record}
 
 
 def validate_records(records: Iterable, source: str = "records") -> list[dict]:

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from dpo_lab.evaluate import pairwise_wins
 from dpo_lab.progress import progress as progress_bar
+from dpo_lab.train import check_finite, run_callback
 
 # ----------------------------------------------------------------------------
 # Noise schedule and forward process
@@ -143,18 +144,18 @@ def _autocast(device: torch.device, amp: bool):
 
 def _optimize(model, loss_fn, *, steps: int, lr: float, weight_decay: float, device: torch.device,
               amp: bool, desc: str, progress: bool, grad_clip: float | None, cosine: bool,
-              callback: Callable[[int, nn.Module], None] | None = None, callback_every: int = 0):
+              callback: Callable[[int, nn.Module], dict | None] | None = None,
+              callback_every: int | None = None):
     """The loop both trainers share: AdamW, optional cosine decay, clipping, fp16 autocast on CUDA.
 
-    Steps count from 1 (the number of updates done); ``callback(step, model)`` runs before the first update
-    (step 0), every ``callback_every`` steps and after the last one. Returns the history, one row a step."""
+    Steps count from 1 (the number of updates done); ``callback(step, model)`` runs every
+    ``callback_every`` steps and after the last one (:func:`dpo_lab.train.run_callback`, the rule
+    of every loop). Returns the history, one row a step."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine else None
     use_amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     logs: list[dict] = []
-    if callback is not None and callback_every:
-        callback(0, model)
     model.train()
     for step in progress_bar(range(1, steps + 1), desc, enabled=progress):
         with _autocast(device, amp):
@@ -168,11 +169,9 @@ def _optimize(model, loss_fn, *, steps: int, lr: float, weight_decay: float, dev
         scaler.update()
         if sched is not None:
             sched.step()
-        logs.append({"step": step, "loss": loss.item(), **metrics})
-        if callback is not None and callback_every and (step % callback_every == 0 or step == steps):
-            model.eval()
-            callback(step, model)
-            model.train()
+        check_finite(loss, step, desc)
+        logs.append({"step": step, "loss": loss.item(), **metrics,
+                     **run_callback(callback, callback_every, step, steps, model)})
     model.eval()
     return pd.DataFrame(logs)
 
@@ -276,7 +275,7 @@ def diffusion_dpo_loss(model_err_w: torch.Tensor, model_err_l: torch.Tensor, ref
 
     ``inside`` is the implicit reward margin: positive when the model has lowered the
     winner's error, relative to the reference, more than the loser's. Returns
-    ``(losses, inside, implicit_acc)``: the per-pair losses, ``inside`` detached, and the
+    ``(losses, inside, accuracy)``: the per-pair losses, ``inside`` detached, and the
     fraction of pairs with ``inside > 0`` (a tie, such as every pair at the start when the
     model is the reference, counts one half, as in diffusers).
     """
@@ -287,8 +286,8 @@ def diffusion_dpo_loss(model_err_w: torch.Tensor, model_err_l: torch.Tensor, ref
     inside = -0.5 * beta * (model_diff - ref_diff)
     losses = -F.logsigmoid(inside)
     inside = inside.detach()
-    implicit_acc = pairwise_wins(inside).mean()  # a tie counts one half
-    return losses, inside, implicit_acc
+    accuracy = pairwise_wins(inside).mean()  # a tie counts one half
+    return losses, inside, accuracy
 
 
 def diffusion_dpo_step(model: nn.Module, ref_model: nn.Module, x_w: torch.Tensor, x_l: torch.Tensor,
@@ -321,13 +320,14 @@ def train_diffusion_dpo(model: nn.Module, ref_model: nn.Module, x_w: torch.Tenso
                         batch_size: int = 64, lr: float = 1e-4, weight_decay: float = 0.0, seed: int = 0,
                         amp: bool = False, grad_clip: float | None = 1.0, cosine: bool = False,
                         progress: bool = True, desc: str = "Diffusion-DPO",
-                        callback: Callable[[int, nn.Module], None] | None = None,
-                        callback_every: int = 0) -> pd.DataFrame:
+                        callback: Callable[[int, nn.Module], dict | None] | None = None,
+                        callback_every: int | None = None) -> pd.DataFrame:
     """Train ``model`` in place with Diffusion-DPO on pairs ``(x_w[i], x_l[i])`` of class ``c[i]``.
 
     ``ref_model`` stays frozen. Batches, timesteps and noise come from one generator
-    seeded with ``seed``. ``callback(step, model)`` runs at step 0 and every
-    ``callback_every`` steps and after the last (for evaluating during training). Returns the history, a row a step.
+    seeded with ``seed``. ``callback(step, model)`` runs every ``callback_every`` steps and
+    after the last (for evaluating during training; a dict it returns joins that step's row).
+    Returns the history, a row a step.
     """
     device = next(model.parameters()).device
     schedule = schedule.to(device)

@@ -37,13 +37,17 @@ class Samples:
     prompt_ids: list[list[int]]
     completion_ids: list[list[int]]  # EOS included when the sample ended
     texts: list[str]  # decoded completions, without EOS
+    # True where a sample was cut off by max_new_tokens before the model produced EOS: its text
+    # is not a finished completion, and a pair built from it must not add an EOS the model never
+    # sampled (see dpo_lab.collate)
+    truncated: list[bool]
 
 
 def sample(model, tokenizer, prompts: list[str], n: int = 1, max_new_tokens: int = 32, temperature: float = 1.0,
            top_k: int = 0, top_p: float = 1.0, batch_size: int = 128, seed: int = 0) -> Samples:
     """``n`` samples for each prompt (prompt-major order: all samples of prompt 0 first).
 
-    A completion cut by ``max_new_tokens`` keeps its tokens and has no EOS.
+    A completion cut by ``max_new_tokens`` keeps its tokens, has no EOS and is marked ``truncated``.
     """
     generator = torch.Generator().manual_seed(seed)
     was_training = model.training
@@ -56,7 +60,8 @@ def sample(model, tokenizer, prompts: list[str], n: int = 1, max_new_tokens: int
                                        tokenizer.pad_token_id, max_new_tokens, temperature, top_k, top_p, generator)
     model.train(was_training)
     texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-    return Samples(repeated, prompt_ids, completion_ids, texts)
+    truncated = [not ids or ids[-1] != tokenizer.eos_token_id for ids in completion_ids]
+    return Samples(repeated, prompt_ids, completion_ids, texts, truncated)
 
 
 def _sample_batches(samples: Samples, pad_token_id: int, batch_size: int, device):
@@ -69,22 +74,23 @@ def _sample_batches(samples: Samples, pad_token_id: int, batch_size: int, device
 
 
 @torch.no_grad()
-def score_samples(model, samples: Samples, pad_token_id: int, batch_size: int = 128,
+def score_samples(model, tokenizer, samples: Samples, batch_size: int = 128,
                   temperature: float = 1.0, chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
     """log pi(completion | prompt) of every sample, summed over its tokens.
 
     ``temperature`` scores under softmax(logits / T), the distribution samples drawn at
     temperature T came from. A sample with no tokens at all (``max_new_tokens=0``) has
-    log-probability 0.
+    log-probability 0. The sampled ids are scored, so ``tokenizer`` only gives the pad id.
     """
     out = torch.zeros(len(samples.prompts))
-    for idx, batch in _sample_batches(samples, pad_token_id, batch_size, next(model.parameters()).device):
+    device = next(model.parameters()).device
+    for idx, batch in _sample_batches(samples, tokenizer.pad_token_id, batch_size, device):
         out[idx] = sequence_logprobs(model, **batch, temperature=temperature, chunk_size=chunk_size).float().cpu()
     return out
 
 
 @torch.no_grad()
-def token_kl_samples(policy, reference, samples: Samples, pad_token_id: int, batch_size: int = 128) -> torch.Tensor:
+def token_kl_samples(policy, ref_model, tokenizer, samples: Samples, batch_size: int = 128) -> torch.Tensor:
     """sum_t KL(pi(.|x, y_<t) || pi_ref(.|x, y_<t)) over the positions of each sample.
 
     Each next-token KL is exact, summed over the whole vocabulary; :func:`dpo_lab.logprobs.token_kl`
@@ -92,21 +98,22 @@ def token_kl_samples(policy, reference, samples: Samples, pad_token_id: int, bat
     are held at once.
     """
     out = torch.zeros(len(samples.prompts))
-    for idx, batch in _sample_batches(samples, pad_token_id, batch_size, next(policy.parameters()).device):
-        out[idx] = token_kl(policy, reference, **batch).float().cpu()
+    device = next(policy.parameters()).device
+    for idx, batch in _sample_batches(samples, tokenizer.pad_token_id, batch_size, device):
+        out[idx] = token_kl(policy, ref_model, **batch).float().cpu()
     return out
 
 
-def kl_to_reference(policy, reference, samples: Samples, pad_token_id: int, method: str = "tokens") -> float:
+def kl_to_reference(policy, ref_model, tokenizer, samples: Samples, method: str = "tokens") -> float:
     """Monte-Carlo estimate of the sequence-level KL(pi || pi_ref), from samples of pi.
 
     ``method`` is ``"tokens"`` (exact next-token KL summed along each sample; low variance)
     or ``"logratio"`` (the sampled log-ratio); see the module docstring.
     """
     if method == "tokens":
-        return token_kl_samples(policy, reference, samples, pad_token_id).mean().item()
+        return token_kl_samples(policy, ref_model, tokenizer, samples).mean().item()
     if method == "logratio":
-        log_ratio = score_samples(policy, samples, pad_token_id) - score_samples(reference, samples, pad_token_id)
+        log_ratio = score_samples(policy, tokenizer, samples) - score_samples(ref_model, tokenizer, samples)
         return log_ratio.mean().item()
     raise ValueError(f"method must be 'tokens' or 'logratio', got {method!r}")
 

@@ -145,7 +145,7 @@ MASS_COLUMNS = ("data token", "other seen tokens", "never-seen tokens")
 
 
 @torch.no_grad()
-def mass_shift(policy, reference, batch: dict, seen_token_ids, chunk_rows: int = 16) -> pd.DataFrame:
+def mass_shift(policy, ref_model, batch: dict, seen_token_ids, chunk_rows: int = 16) -> pd.DataFrame:
     """Where the next-token probability mass sits on completion positions, policy vs reference.
 
     At every completion position of ``batch`` (a :func:`dpo_lab.collate.pad_batch` batch,
@@ -155,20 +155,20 @@ def mass_shift(policy, reference, batch: dict, seen_token_ids, chunk_rows: int =
     share of each over all completion positions (rows sum to 1).
     """
     rows = {}
-    for name, model in (("reference", reference), ("policy", policy)):
+    for name, model in (("reference", ref_model), ("policy", policy)):
         mass, positions = mass_per_completion(model, batch, seen_token_ids, chunk_rows)
         rows[name] = dict(zip(MASS_COLUMNS, (mass.sum(0) / positions.sum()).tolist()))
     return pd.DataFrame(rows).T
 
 
 @torch.no_grad()
-def top_mass_changes(policy, reference, batch: dict, tokenizer, k: int = 8, chunk_rows: int = 16) -> pd.DataFrame:
+def top_mass_changes(policy, ref_model, batch: dict, tokenizer, k: int = 8, chunk_rows: int = 16) -> pd.DataFrame:
     """The ``k`` tokens whose mean next-token probability rose most, and the ``k`` that fell most.
 
     Averaged over the completion positions of ``batch``; ``change`` is policy minus reference.
     """
     means = []
-    for model in (policy, reference):
+    for model in (policy, ref_model):
         total, positions = 0.0, 0
         for chunk in _chunks(batch, chunk_rows):
             mask = chunk["completion_mask"][:, 1:].bool()

@@ -238,7 +238,7 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
 
 
 @torch.no_grad()
-def token_kl(policy, reference, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+def token_kl(policy, ref_model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
              completion_mask: torch.Tensor, chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> torch.Tensor:
     """sum over completion positions t of the exact KL(pi(.|x, y_<t) || pi_ref(.|x, y_<t)), one a row.
 
@@ -249,17 +249,17 @@ def token_kl(policy, reference, input_ids: torch.Tensor, attention_mask: torch.T
     """
     label_mask = _completion_positions(completion_mask)
     parts_p = body_and_head(policy) if chunk_size is not None else None
-    parts_q = body_and_head(reference) if chunk_size is not None else None
+    parts_q = body_and_head(ref_model) if chunk_size is not None else None
     if parts_p is None or parts_q is None:
         kwargs = dict(input_ids=input_ids, attention_mask=attention_mask,
                       position_ids=position_ids_from_mask(attention_mask), use_cache=False)
         logp = torch.log_softmax(policy(**kwargs).logits[:, :-1].float(), -1)
-        logq = torch.log_softmax(reference(**kwargs).logits[:, :-1].float(), -1)
+        logq = torch.log_softmax(ref_model(**kwargs).logits[:, :-1].float(), -1)
         per_position = (logp.exp() * (logp - logq)).sum(-1)
         return (per_position * label_mask).sum(-1)
     rows, positions = label_mask.nonzero(as_tuple=True)
     h_p = hidden_states(policy, input_ids, attention_mask, parts_p[0])[:, :-1][rows, positions]
-    h_q = hidden_states(reference, input_ids, attention_mask, parts_q[0])[:, :-1][rows, positions]
+    h_q = hidden_states(ref_model, input_ids, attention_mask, parts_q[0])[:, :-1][rows, positions]
     head_p, head_q = parts_p[1], parts_q[1]
     w_p, w_q = head_p.weight.float(), head_q.weight.float()
     b_p = head_p.bias.float() if head_p.bias is not None else None

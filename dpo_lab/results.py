@@ -66,7 +66,3 @@ def save_results(name: str, results: dict) -> Path:
     print(f"saved {len(results)} results to {path}")
     return path
 
-
-def load_results(name: str) -> dict:
-    """Read back ``results/<name>.json``."""
-    return json.loads((results_dir() / f"{name}.json").read_text())

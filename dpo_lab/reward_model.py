@@ -126,8 +126,9 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: list[dict], *, epochs:
     """Fit ``rm`` to preference pairs by minimising the mean Bradley-Terry loss.
 
     ``pairs`` are ``prompt``/``chosen``/``rejected`` records; the model scores the whole
-    text prompt + completion. Returns one row a step: ``loss``, ``accuracy`` (share of
-    pairs with r_w > r_l), ``margin`` (mean r_w - r_l), ``reward_mean`` and ``grad_norm``.
+    text prompt + completion. Returns one row a step (``step`` from 1, as in every loop): ``loss``,
+    ``accuracy`` (share of pairs with r_w > r_l), ``margin`` (mean r_w - r_l), TRL's
+    ``RewardTrainer`` names, as is ``mean_reward``, and ``grad_norm``.
     ``precision`` (``"bf16"``, ``"fp16"``, ``"fp32"``; ``None``: decided from the model's device,
     see :mod:`dpo_lab.precision`): the forward pass runs under autocast, fp16 with loss scaling;
     the head reads a float32 hidden state, so the rewards are float32.
@@ -150,7 +151,7 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: list[dict], *, epochs:
     rm.train()
     rows = []
     batches = list(shuffled_batches(len(pairs), batch_size, epochs, seed))
-    for step, idx in enumerate(progress_bar(batches, desc, enabled=progress)):
+    for step, idx in enumerate(progress_bar(batches, desc, enabled=progress), start=1):
         optimizer.zero_grad(set_to_none=True)
         loss = means = None
         for micro, share in micro_batches(idx, micro_batch_size):
@@ -167,9 +168,9 @@ def train_reward_model(rm: RewardModel, tokenizer, pairs: list[dict], *, epochs:
                                                            rewards.mean()]).detach())
         check_finite(loss, step, desc)
         grad_norm = clip_and_step(optimizer, rm.parameters(), grad_clip, scaler)
-        accuracy, margin, reward_mean = means.tolist()
+        accuracy, margin, mean_reward = means.tolist()
         rows.append({"step": step, "loss": loss.item(), "accuracy": accuracy, "margin": margin,
-                     "reward_mean": reward_mean, "grad_norm": grad_norm.item()})
+                     "mean_reward": mean_reward, "grad_norm": grad_norm.item()})
     rm.eval()
     return pd.DataFrame(rows)
 

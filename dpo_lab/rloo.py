@@ -34,8 +34,6 @@ T = 1 this is the model itself.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import torch
@@ -45,7 +43,7 @@ from dpo_lab.evaluate import sample, score_samples
 from dpo_lab.logprobs import DEFAULT_CHUNK_SIZE, sequence_logprobs
 from dpo_lab.precision import clip_and_step, resolve_precision, scaled_backward
 from dpo_lab.progress import progress as progress_bar
-from dpo_lab.train import accumulate, check_micro_batch_size, micro_batches
+from dpo_lab.train import accumulate, check_finite, check_micro_batch_size, micro_batches, run_callback
 
 
 def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -95,7 +93,7 @@ def _sample_logprobs(policy, samples, rows: list[int], pad_token_id: int, temper
 def train_rloo(policy, ref_model, tokenizer, prompts: list[str], reward_fn, *, kl_coef: float = 0.05, k: int = 4,
                steps: int = 50, prompts_per_step: int = 32, lr: float = 1e-4, max_new_tokens: int = 32,
                temperature: float = 1.0, grad_clip: float = 1.0, seed: int = 0, monitor_fn=None,
-               eval_every: int | None = None, on_eval=None, progress: bool = True, desc: str = "RLOO",
+               callback=None, callback_every: int | None = None, progress: bool = True, desc: str = "RLOO",
                precision=None, chunk_size: int | None = DEFAULT_CHUNK_SIZE,
                micro_batch_size: int | None = None) -> pd.DataFrame:
     """Train ``policy`` with RLOO against ``reward_fn`` and a KL penalty to the frozen ``ref_model``.
@@ -108,9 +106,10 @@ def train_rloo(policy, ref_model, tokenizer, prompts: list[str], reward_fn, *, k
     nats a completion), ``length`` (completion tokens), ``grad_norm``, ``samples`` (completions
     sampled so far) and, when ``monitor_fn`` is given (a gold reward, for watching
     over-optimisation; it never enters the gradient), ``reward/gold`` on the same samples.
-    ``on_eval(step, policy)`` runs every ``eval_every`` steps and after the last; a dict it
+    ``callback(step, policy)`` runs every ``callback_every`` steps and after the last; a dict it
     returns is merged into that step's row, and the seconds it took are logged as
-    ``eval_seconds`` so training time can be told apart from evaluation time.
+    ``callback_seconds`` so training time can be told apart from evaluation time (the rule of
+    every loop: :func:`dpo_lab.train.run_callback`). Steps count from 1.
 
     Samples are scored at the ``temperature`` they were drawn at (see the module docstring).
     ``precision`` (``None``: decided from the policy's device, see :mod:`dpo_lab.precision`):
@@ -138,11 +137,11 @@ def train_rloo(policy, ref_model, tokenizer, prompts: list[str], reward_fn, *, k
     optimizer = torch.optim.AdamW(policy.parameters(), lr=lr)
     rows, n_samples = [], 0
     batches = list(_prompt_batches(len(prompts), min(prompts_per_step, len(prompts)), steps, seed))
-    for step, idx in enumerate(progress_bar(batches, desc, enabled=progress)):
+    for step, idx in enumerate(progress_bar(batches, desc, enabled=progress), start=1):
         # 1. sample k completions a prompt from the current policy (prompt-major order)
         batch_prompts = [prompts[i] for i in idx]
         samples = sample(policy, tokenizer, batch_prompts, n=k, max_new_tokens=max_new_tokens,
-                         temperature=temperature, batch_size=len(batch_prompts) * k, seed=seed * 100_003 + step)
+                         temperature=temperature, batch_size=len(batch_prompts) * k, seed=seed * 100_003 + step - 1)
         if any(not c for c in samples.completion_ids):
             raise ValueError(f"{desc}: step {step} sampled an empty completion; max_new_tokens must be >= 1")
         n_samples += len(samples.texts)
@@ -152,7 +151,7 @@ def train_rloo(policy, ref_model, tokenizer, prompts: list[str], reward_fn, *, k
         #    under pi_T, the distribution the samples were drawn from
         micros = list(micro_batches(list(range(len(texts))), micro_batch_size))
         with precision.autocast():
-            ref_logps = score_samples(ref_model, samples, tokenizer.pad_token_id,
+            ref_logps = score_samples(ref_model, tokenizer, samples,
                                       batch_size=micro_batch_size or len(texts), temperature=temperature,
                                       chunk_size=chunk_size).to(device)
             policy.train()
@@ -161,7 +160,7 @@ def train_rloo(policy, ref_model, tokenizer, prompts: list[str], reward_fn, *, k
                                                 temperature, chunk_size)
                 sampled_logps = policy_logps.detach()
             else:  # the penalty and the baseline need every sample's log-prob before any backward
-                sampled_logps = score_samples(policy, samples, tokenizer.pad_token_id, batch_size=micro_batch_size,
+                sampled_logps = score_samples(policy, tokenizer, samples, batch_size=micro_batch_size,
                                               temperature=temperature, chunk_size=chunk_size).to(device)
         # 3. KL-penalised rewards and leave-one-out advantages, over each prompt's k samples
         rewards = kl_penalized_rewards(scores.to(device), sampled_logps, ref_logps, kl_coef)
@@ -177,24 +176,16 @@ def train_rloo(policy, ref_model, tokenizer, prompts: list[str], reward_fn, *, k
             micro_loss = share * rloo_loss(policy_logps, advantages[micro])  # its term of the step's loss
             scaled_backward(micro_loss, scaler)
             loss = accumulate(loss, micro_loss.detach())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: the loss became {loss.item()} at step {step}; lower the learning rate")
+        check_finite(loss, step, desc)
         grad_norm = clip_and_step(optimizer, policy.parameters(), grad_clip, scaler)
         kl = (sampled_logps - ref_logps).mean().item()
         length = torch.tensor([len(c) for c in samples.completion_ids]).float().mean().item()
-        row = {"step": step + 1, "loss": loss.item(), "reward/proxy": scores.mean().item(),
+        row = {"step": step, "loss": loss.item(), "reward/proxy": scores.mean().item(),
                "reward/total": rewards.mean().item(), "kl": kl, "length": length,
                "grad_norm": grad_norm.item(), "samples": n_samples}
         if monitor_fn is not None:
             row["reward/gold"] = float(np.mean(monitor_fn(texts)))
-        last = step == len(batches) - 1
-        if on_eval is not None and ((eval_every and (step + 1) % eval_every == 0) or last):
-            policy.eval()
-            start = time.perf_counter()
-            extra = on_eval(step + 1, policy)
-            row["eval_seconds"] = time.perf_counter() - start
-            if isinstance(extra, dict):
-                row.update(extra)
+        row.update(run_callback(callback, callback_every, step, len(batches), policy))
         rows.append(row)
     policy.eval()
     return pd.DataFrame(rows)

@@ -4,6 +4,7 @@ No trainer classes: each loop is a ``for`` over shuffled mini-batches that a lea
 can read top to bottom. Both return a pandas DataFrame with one row a step, using
 the metric names TRL and the literature log:
 
+* ``step``: the number of optimiser updates done, from 1 (every loop of the course counts so)
 * ``loss``
 * ``rewards/chosen``, ``rewards/rejected``: mean implicit reward beta*log(pi/pi_ref)
 * ``rewards/margins``: mean of chosen minus rejected reward
@@ -17,6 +18,13 @@ steps through a gradient scaler (a pass-through except for fp16).
 Log-probs are computed chunk by chunk (:mod:`dpo_lab.logprobs`), never as
 full-vocabulary float32 logits of the whole batch.
 
+Callbacks: every loop that evaluates along training (:func:`train_dpo`, ``rloo.train_rloo``,
+``diffusion.train_diffusion_dpo``) takes ``callback(step, model)`` and ``callback_every``: the
+callback runs after every ``callback_every``-th update and after the last one, with the model in
+eval mode; a dict it returns is merged into that step's row, and the seconds it took are logged as
+``callback_seconds`` (so training time can be told apart from evaluation time). To evaluate the
+model before training, call the callback yourself with step 0.
+
 Memory: every loop takes ``micro_batch_size`` (``None``, the default: the batch in one piece).
 An optimiser step still sees ``batch_size`` examples, but they go through the model a
 micro-batch at a time and their gradients add up (gradient accumulation, see
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import time
 
 import pandas as pd
 import torch
@@ -114,6 +123,23 @@ def check_finite(loss: torch.Tensor, step: int, where: str) -> None:
         )
 
 
+def run_callback(callback, callback_every: int | None, step: int, steps: int, model) -> dict:
+    """The callback rule every loop shares (see the module docstring); returns what goes into the step's row.
+
+    ``callback(step, model)`` runs after every ``callback_every``-th update and after the last of
+    ``steps``, the model in eval mode (and back in train mode after); its dict, if it returns one,
+    and ``callback_seconds`` are returned. Otherwise (no callback, or not its step) an empty dict.
+    """
+    if callback is None or not ((callback_every and step % callback_every == 0) or step == steps):
+        return {}
+    model.eval()
+    start = time.perf_counter()
+    extra = callback(step, model)
+    seconds = time.perf_counter() - start
+    model.train()
+    return {**(extra if isinstance(extra, dict) else {}), "callback_seconds": seconds}
+
+
 def _to(batch: dict, device) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
@@ -142,7 +168,7 @@ def train_sft(model, tokenizer, prompts: list[str], completions: list[str], *, e
     model.train()
     rows = []
     batches = list(shuffled_batches(len(encoded), batch_size, epochs, seed, what="SFT examples"))
-    for step, idx in enumerate(progress_bar(batches, desc, enabled=progress)):
+    for step, idx in enumerate(progress_bar(batches, desc, enabled=progress), start=1):
         # N, the completion tokens of the *whole* batch, is counted before it is split: every
         # micro-batch divides its sum by it (a prompt has at least one token, so no completion
         # token sits at position 0, which predicts nothing)
@@ -290,8 +316,8 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
               simpo_gamma: float = 0.5,
               epochs: float = 1.0, batch_size: int = 16, lr: float = 1e-4, weight_decay: float = 0.0,
               max_prompt_length=None, max_length=None, grad_clip: float = 1.0, seed: int = 0,
-              ref_logps: tuple[torch.Tensor, torch.Tensor] | None = None, checkpoint_every: int | None = None,
-              on_checkpoint=None, progress: bool = True, desc: str = "DPO", precision=None,
+              ref_logps: tuple[torch.Tensor, torch.Tensor] | None = None, callback=None,
+              callback_every: int | None = None, progress: bool = True, desc: str = "DPO", precision=None,
               chunk_size: int | None = DEFAULT_CHUNK_SIZE, micro_batch_size: int | None = None) -> pd.DataFrame:
     """Train ``policy`` with a preference loss on ``pairs`` against a frozen reference.
 
@@ -299,9 +325,9 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
     ``ref_model``, or passed in as ``ref_logps``, e.g. from a cache shared by a beta
     sweep), so ``ref_model`` may be ``None`` when ``ref_logps`` is given.
 
-    ``on_checkpoint(step, policy)`` is called every ``checkpoint_every`` steps and after
-    the last step (for evaluating the policy along training); whatever it returns that
-    is a dict is merged into that step's metrics row.
+    ``callback(step, policy)`` runs every ``callback_every`` steps and after the last step
+    (for evaluating the policy along training); a dict it returns is merged into that step's
+    metrics row (see the module docstring).
 
     ``loss_type`` is one of :data:`dpo_lab.losses.LOSS_TYPES` or a reference-free loss,
     ``"simpo"`` or ``"orpo"`` (see :func:`dpo_batch_loss`); those need neither a
@@ -336,7 +362,7 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
     policy.train()
     rows = []
     batches = list(shuffled_batches(len(pairs), batch_size, epochs, seed, what="preference pairs"))
-    for step, idx in enumerate(progress_bar(batches, desc, enabled=progress)):
+    for step, idx in enumerate(progress_bar(batches, desc, enabled=progress), start=1):
         optimizer.zero_grad(set_to_none=True)
         loss = metrics = None
         for micro, share in micro_batches(idx, micro_batch_size):
@@ -354,13 +380,7 @@ def train_dpo(policy, ref_model, tokenizer, pairs: list[dict], *, beta: float = 
         check_finite(loss, step, desc)
         grad_norm = clip_and_step(optimizer, policy.parameters(), grad_clip, scaler)
         row = {"step": step, **metrics, "grad_norm": grad_norm.item()}
-        last = step == len(batches) - 1
-        if on_checkpoint is not None and ((checkpoint_every and (step + 1) % checkpoint_every == 0) or last):
-            policy.eval()
-            extra = on_checkpoint(step + 1, policy)
-            policy.train()
-            if isinstance(extra, dict):
-                row.update(extra)
+        row.update(run_callback(callback, callback_every, step, len(batches), policy))
         rows.append(row)
     policy.eval()
     return pd.DataFrame(rows)

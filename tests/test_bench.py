@@ -59,8 +59,8 @@ def test_dpo_lab_steps_chunked_and_plain_take_the_same_steps(tokenizer):
     for chunk_size in (None, 4):
         policy = make_model("tiny", tokenizer)
         reference = copy.deepcopy(policy).requires_grad_(False)
-        out[chunk_size] = dpo_lab_steps(policy, tokenizer, pairs, batch_size=4, steps=2, warmup=1, lr=1e-3,
-                                        reference=reference, chunk_size=chunk_size)
+        out[chunk_size] = dpo_lab_steps(policy, reference, tokenizer, pairs, batch_size=4, steps=2, warmup=1,
+                                        lr=1e-3, chunk_size=chunk_size)
         out[chunk_size]["weights"] = policy.transformer.h[0].attn.c_attn.weight.detach().clone()
     assert out[None]["shape"] == out[4]["shape"] and out[4]["peak_rise_mb"] >= 0 and out[4]["step_s"] > 0
     torch.testing.assert_close(out[4]["weights"], out[None]["weights"], rtol=1e-4, atol=1e-6)

@@ -1,5 +1,6 @@
 """claim(): one helper for every claim a notebook makes about its results."""
 
+import json
 import re
 from pathlib import Path
 
@@ -135,12 +136,12 @@ def test_bad_calls_are_clear_errors():
 
 
 def test_save_results_stores_the_claims(tmp_path, monkeypatch):
-    from dpo_lab.results import load_results, save_results
+    from dpo_lab.results import save_results
 
     monkeypatch.setenv("DPO_LAB_RESULTS", str(tmp_path))
     claim("gain", 0.3, ">", 0.1)
-    save_results("99_test", {"x": 1})
-    saved = load_results("99_test")
+    path = save_results("99_test", {"x": 1})
+    saved = json.loads(path.read_text())
     assert saved["x"] == 1
     assert saved["claims"][0]["claim"] == "gain" and saved["claims"][0]["margin"] == pytest.approx(0.2)
 

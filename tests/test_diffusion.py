@@ -292,7 +292,8 @@ def test_train_diffusion_dpo_learns_the_pairs_and_repeats():
                                      callback_every=15)
         runs.append(logs)
     assert runs[0]["loss"].tolist() == runs[1]["loss"].tolist()
-    assert seen == [0, 15, 30, 40, 0, 15, 30, 40]  # before the first update, every 15 steps, and after the last
+    assert seen == [15, 30, 40, 15, 30, 40]  # every 15 steps and after the last, the rule of every loop
+    assert runs[0]["callback_seconds"].notna().sum() == 3
     assert runs[0]["loss"].iloc[0] == pytest.approx(math.log(2), abs=1e-6)
     assert runs[0]["rewards/accuracies"].tail(10).mean() > 0.5
     assert runs[0]["loss"].tail(10).mean() < math.log(2)

@@ -26,20 +26,20 @@ def test_kl_of_a_model_to_itself_is_zero_and_positive_otherwise(tokenizer):
     model = tiny_gpt2(tokenizer, seed=0, n_layer=1, n_embd=32, n_head=2).eval()
     samples = sample(model, tokenizer, ["Review: The film", "Hi"], n=8, max_new_tokens=6, seed=0)
     assert len(samples.texts) == 16 and samples.prompts[:8] == ["Review: The film"] * 8
-    assert kl_to_reference(model, model, samples, tokenizer.pad_token_id) == 0.0
+    assert kl_to_reference(model, model, tokenizer, samples) == 0.0
     other = copy.deepcopy(model)
     with torch.no_grad():
         for p in other.parameters():
             p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
     samples = sample(other, tokenizer, ["Review: The film"] * 40, max_new_tokens=4, seed=1)
-    assert kl_to_reference(other, model, samples, tokenizer.pad_token_id) > 0
+    assert kl_to_reference(other, model, tokenizer, samples) > 0
 
 
 def test_scores_are_the_sampled_ids_log_probs(tokenizer):
     """The score of a sample equals the sum of log-probs of exactly the sampled tokens."""
     model = tiny_gpt2(tokenizer, seed=0, n_layer=1, n_embd=32, n_head=2).eval()
     samples = sample(model, tokenizer, ["Review: The film"], n=3, max_new_tokens=5, seed=2)
-    scores = score_samples(model, samples, tokenizer.pad_token_id)
+    scores = score_samples(model, tokenizer, samples)
     for i in range(3):
         ids = samples.prompt_ids[i] + samples.completion_ids[i]
         with torch.no_grad():
@@ -65,10 +65,10 @@ def test_token_kl_is_exact_for_one_token_and_agrees_with_logratio(tokenizer):
         logp = torch.log_softmax(other(ids).logits[0, -1].double(), -1)
         logq = torch.log_softmax(model(ids).logits[0, -1].double(), -1)
     exact = (logp.exp() * (logp - logq)).sum().item()
-    assert kl_to_reference(other, model, one, tokenizer.pad_token_id) == pytest.approx(exact, rel=1e-4)
+    assert kl_to_reference(other, model, tokenizer, one) == pytest.approx(exact, rel=1e-4)
     many = sample(other, tokenizer, [prompt], n=3000, max_new_tokens=3, seed=5, batch_size=1000)
-    tokens = kl_to_reference(other, model, many, tokenizer.pad_token_id, method="tokens")
-    logratio = kl_to_reference(other, model, many, tokenizer.pad_token_id, method="logratio")
+    tokens = kl_to_reference(other, model, tokenizer, many, method="tokens")
+    logratio = kl_to_reference(other, model, tokenizer, many, method="logratio")
     assert tokens == pytest.approx(logratio, rel=0.1)
 
 

@@ -82,9 +82,10 @@ def _dropout_probabilities(model) -> set[float]:
 def test_sft_model_from_the_runs_cache_has_dropout_off(tmp_path, monkeypatch, tokenizer):
     monkeypatch.chdir(tmp_path)  # runs/ goes here
     cfg = _sentiment_cfg(_pretrained_gpt2_with_dropout(tmp_path, tokenizer))
-    trained, folder = sentiment.sft_model(cfg, tokenizer, progress=False, device="cpu")
-    reloaded, again = sentiment.sft_model(cfg, tokenizer, progress=False, device="cpu")
+    trained, folder, history = sentiment.sft_model(cfg, tokenizer, progress=False, device="cpu")
+    reloaded, again, cached_history = sentiment.sft_model(cfg, tokenizer, progress=False, device="cpu")
     assert again == folder  # the second call came from the cache
+    assert history is not None and len(history) > 0 and cached_history is None
     assert _dropout_probabilities(trained) == {0.0}
     assert _dropout_probabilities(reloaded) == {0.0}
     # in train mode (as DPO runs the policy) two forward passes now agree: step-0 loss is log 2

@@ -159,7 +159,7 @@ def test_build_pairs_picks_the_rejected_verdict_as_documented():
         [" ALLOW: a friend's message", " gibberish"],  # no usable wrong verdict -> stand-in
     ]
     pairs, report = mod.build_pairs([scam, ok], samples, "both")
-    assert report == {"on_policy_decision": 1, "on_policy_reason": 0, "stand_in": 1}
+    assert report == {"on_policy_decision": 1, "on_policy_reason": 0, "stand_in": 1, "cut_off": 0}
     assert pairs[0]["chosen"] == " FLAG scam: the sender did not pay"
     assert pairs[0]["prompt"] == mod.to_prompt(scam)
     assert pairs[0]["rejected"] == " ALLOW: fine"  # a wrong decision beats a wrong reason
@@ -187,7 +187,8 @@ def test_classifier_head_trains_for_exactly_the_steps_asked():
     labels = ["allow", "flag"] * 8
     predict, history = mod.train_classifier_head(lm, tok, texts, labels, steps=40, batch_size=8, lr=3e-3,
                                                  progress=False)
-    assert len(history) == 40 and history.loss.iloc[-5:].mean() < history.loss.iloc[:5].mean()
+    assert history["step"].tolist() == list(range(1, 41))  # steps from 1, as in every loop
+    assert history.loss.iloc[-5:].mean() < history.loss.iloc[:5].mean()
     assert [mod.parse_verdict(o).decision for o in predict(texts[:2])] == ["allow", "flag"]
     assert all(p.requires_grad for p in lm.parameters())  # the language model itself is left as it was
     with pytest.raises(ValueError, match="2 texts but 1 labels"):

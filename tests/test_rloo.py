@@ -58,7 +58,7 @@ def test_train_rloo_raises_the_reward_and_logs_it(tiny_model, tokenizer):
     evaluated = []
     history = train_rloo(policy, ref, tokenizer, ["The film"] * 4, chars, kl_coef=0.01, k=4, steps=30,
                          prompts_per_step=4, lr=1e-2, max_new_tokens=6, seed=0, monitor_fn=lambda t: -chars(t),
-                         eval_every=10, on_eval=lambda step, m: evaluated.append(step) or {"marker": step},
+                         callback_every=10, callback=lambda step, m: evaluated.append(step) or {"marker": step},
                          progress=False)
     assert len(history) == 30 and evaluated == [10, 20, 30]
     assert history["samples"].iloc[-1] == 30 * 16
@@ -66,7 +66,8 @@ def test_train_rloo_raises_the_reward_and_logs_it(tiny_model, tokenizer):
     assert history["reward/proxy"].iloc[-5:].mean() > history["reward/proxy"].iloc[:5].mean() + 1.0
     assert history.kl.iloc[-1] > 1.0  # bought with KL from the reference
     assert np.allclose(history["reward/gold"], -history["reward/proxy"])  # the monitor saw the same samples
-    assert history.marker.dropna().tolist() == [10, 20, 30] and (history.eval_seconds.dropna() >= 0).all()
+    assert history.marker.dropna().tolist() == [10, 20, 30] and (history.callback_seconds.dropna() >= 0).all()
+    assert history["step"].tolist() == list(range(1, 31))
     # seeded: the same run again gives the same numbers
     again = train_rloo(copy.deepcopy(ref).requires_grad_(True), ref, tokenizer, ["The film"] * 4, chars,
                        kl_coef=0.01, k=4, steps=3, prompts_per_step=4, lr=1e-2, max_new_tokens=6, seed=0,

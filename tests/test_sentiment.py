@@ -32,7 +32,7 @@ def test_preference_pairs_skip_ties_and_count_them():
     pairs, skipped = sentiment.preference_pairs(prompts, texts, rewards, n=3)
     assert skipped == 1 and len(pairs) == 1
     assert pairs[0] == {"prompt": "a", "chosen": " y", "rejected": " x", "chosen_reward": 0.9,
-                        "rejected_reward": 0.2}
+                        "rejected_reward": 0.2, "chosen_truncated": False, "rejected_truncated": False}
 
 
 def test_reviews_file_is_reproducible(tmp_path):

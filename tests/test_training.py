@@ -41,17 +41,21 @@ def test_dpo_learns_the_preference(tokenizer):
     assert expected <= set(metrics.columns)
 
 
-def test_checkpoint_callback(tokenizer):
+def test_callback_runs_every_n_steps_and_after_the_last(tokenizer):
     seen = []
-    metrics, _ = run_dpo(tokenizer, checkpoint_every=3, on_checkpoint=lambda s, m: seen.append(s) or {"ckpt": s})
-    assert seen == [3, 6, 8]  # every 3 steps and the last (8 steps: 32 pairs / 8 * 2 epochs)
+    metrics, _ = run_dpo(tokenizer, callback_every=3,
+                         callback=lambda s, m: seen.append((s, m.training)) or {"ckpt": s})
+    # every 3 steps and the last (8 steps: 32 pairs / 8 * 2 epochs), the model in eval mode
+    assert seen == [(3, False), (6, False), (8, False)]
     assert metrics.ckpt.dropna().tolist() == [3, 6, 8]
+    assert metrics["step"].tolist() == list(range(1, 9))  # steps count from 1, the updates done
+    assert (metrics.callback_seconds.dropna() >= 0).all() and metrics.callback_seconds.notna().sum() == 3
 
 
 def test_nan_loss_stops_with_clear_error(tokenizer):
     policy = tiny_gpt2(tokenizer, seed=1, n_layer=1, n_embd=32, n_head=2)
     bad = (torch.full((len(PAIRS),), float("nan")), torch.zeros(len(PAIRS)))
-    with pytest.raises(FloatingPointError, match="step 0"):
+    with pytest.raises(FloatingPointError, match="step 1"):
         train_dpo(policy, None, tokenizer, PAIRS, ref_logps=bad, progress=False)
 
 

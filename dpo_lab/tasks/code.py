@@ -446,29 +446,35 @@ def mean_pass_at_k(correct: np.ndarray, k: int) -> float:
 
 
 def execution_pairs(tasks: list[dict], completions: list[str], pass_rates: np.ndarray, max_per_task: int = 8,
-                    seed: int = 0, allow_empty: bool = False) -> list[dict]:
+                    seed: int = 0, allow_empty: bool = False, truncated: list[bool] | None = None) -> list[dict]:
     """Preference pairs from execution: for each task, a program with a higher pass rate is
     chosen over one with a lower rate (a passing program over a failing one, or more tests
     over fewer); distinct texts only, at most ``max_per_task`` pairs a task, seeded.
+
+    ``truncated``: one bool a completion, true for a sample cut off by ``max_new_tokens`` (and not
+    ended by a stop sequence either); the pairs carry it as ``chosen_truncated`` /
+    ``rejected_truncated``, so such a program is trained on without an EOS it never produced.
 
     No pair at all (a policy that passes nothing, or everything) is an error that says so,
     unless ``allow_empty``: training on nothing would be no experiment.
     """
     rng = random.Random(seed)
-    groups: dict[str, list[tuple[str, float]]] = {}
+    truncated = [False] * len(completions) if truncated is None else truncated
+    groups: dict[str, list[tuple[str, float, bool]]] = {}
     by_id = {}
-    for task, completion, rate in zip(tasks, completions, pass_rates):
+    for task, completion, rate, cut in zip(tasks, completions, pass_rates, truncated):
         by_id[task["task_id"]] = task
         group = groups.setdefault(task["task_id"], [])
-        if completion not in [c for c, _ in group]:
-            group.append((completion, float(rate)))
+        if completion not in [c for c, _, _ in group]:
+            group.append((completion, float(rate), bool(cut)))
     pairs = []
     for tid, group in groups.items():
         options = [(a, b) for a in group for b in group if a[1] > b[1]]
         rng.shuffle(options)
-        for (chosen, rc), (rejected, rr) in options[:max_per_task]:
+        for (chosen, rc, cut_c), (rejected, rr, cut_r) in options[:max_per_task]:
             pairs.append({"prompt": by_id[tid]["prompt"], "chosen": chosen, "rejected": rejected,
-                          "task_id": tid, "chosen_pass_rate": rc, "rejected_pass_rate": rr})
+                          "task_id": tid, "chosen_pass_rate": rc, "rejected_pass_rate": rr,
+                          "chosen_truncated": cut_c, "rejected_truncated": cut_r})
     if not pairs and not allow_empty:
         rates = np.asarray(pass_rates, dtype=float)
         raise ValueError(f"no execution pairs: in {len(groups)} tasks no two distinct programs differ in pass rate "

@@ -107,7 +107,7 @@ def run_sweep(cfg: dict, progress: bool = True) -> dict:
     pair_tasks = [t for t in train_tasks for _ in range(n)]
     results = judge(pair_tasks, samples.texts, cache=cache)
     pairs = execution_pairs(pair_tasks, samples.texts, np.array([r.pass_rate for r in results]),
-                            max_per_task=cfg["pairs_per_task"], seed=cfg["seed"])
+                            max_per_task=cfg["pairs_per_task"], seed=cfg["seed"], truncated=samples.truncated)
     sft_eval = evaluate_valid(sft, tokenizer, valid_tasks, cfg, cache)
     chosen, rejected, _ = encode_pairs(tokenizer, pairs, verbose=False)
     ref_logps = precompute_ref_logps(sft, tokenizer, chosen, rejected)  # shared by every run: the SFT reference

@@ -366,7 +366,7 @@ def hash_text(text: str) -> int:
 
 
 def build_pairs(records: list[dict], samples: list[list[str]] | None = None, construction: str = "both",
-                reason_pairs: bool = True) -> tuple[list[dict], dict]:
+                reason_pairs: bool = True, truncated: list[list[bool]] | None = None) -> tuple[list[dict], dict]:
     """Verdict preference pairs: chosen = the annotated verdict, rejected = a wrong one.
 
     The annotator's label is all a learner has, so "wrong" is judged against
@@ -380,6 +380,10 @@ def build_pairs(records: list[dict], samples: list[list[str]] | None = None, con
     * ``"misses"``: only messages annotated as harmful (teaches "do not let scams through");
     * ``"false_flags"``: only messages annotated as harmless (teaches "do not hold good messages").
 
+    ``truncated[i]`` (optional, parallel to ``samples[i]``; :attr:`dpo_lab.evaluate.Samples.truncated`)
+    marks samples cut off by ``max_new_tokens``: a cut sample whose first line never ended is not a
+    finished verdict, so it is no candidate (counted as ``cut_off``, not silently dropped).
+
     Returns ``(pairs, report)``; the report counts where the rejected verdicts came from.
     """
     if construction not in PAIR_CONSTRUCTIONS:
@@ -387,14 +391,18 @@ def build_pairs(records: list[dict], samples: list[list[str]] | None = None, con
     if samples is not None and len(samples) != len(records):
         raise ValueError(f"{len(records)} records but {len(samples)} sample lists")
     keep = {"both": ("flag", "allow"), "misses": ("flag",), "false_flags": ("allow",)}[construction]
-    pairs, report = [], {"on_policy_decision": 0, "on_policy_reason": 0, "stand_in": 0}
+    pairs, report = [], {"on_policy_decision": 0, "on_policy_reason": 0, "stand_in": 0, "cut_off": 0}
     for i, rec in enumerate(records):
         label = rec.get("annotated_label", rec["label"])
         chosen = rec.get("annotated_verdict", rec["verdict"])
         if label not in keep:
             continue
         own = samples[i] if samples is not None else []
-        first_lines = [t.strip().split("\n", 1)[0] for t in own]
+        cut = truncated[i] if truncated is not None else [False] * len(own)
+        # a verdict is the first line; a sample cut off before that line ended is no verdict
+        finished = [t for t, c in zip(own, cut) if not (c and "\n" not in t.strip())]
+        report["cut_off"] += len(own) - len(finished)
+        first_lines = [t.strip().split("\n", 1)[0] for t in finished]
         wrong_decision = [t for t in first_lines if parse_verdict(t).decision not in (label, None)]
         wrong_reason = [t for t in first_lines if parse_verdict(t).decision == label and t != chosen]
         if wrong_decision:
@@ -556,7 +564,7 @@ def train_classifier_head(lm, tokenizer, texts: list[str], labels: list[str], *,
     generator = torch.Generator().manual_seed(seed)
     order, rows = [], []
     head.train()
-    for step in progress_bar(range(steps), desc, enabled=progress):
+    for step in progress_bar(range(1, steps + 1), desc, enabled=progress):  # steps from 1, as every loop
         if len(order) < batch_size:  # a fresh seeded shuffle of all examples when the last one runs out
             order += torch.randperm(len(ids), generator=generator).tolist()
         idx, order = order[:batch_size], order[batch_size:]

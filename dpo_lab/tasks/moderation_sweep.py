@@ -59,10 +59,11 @@ def sft_and_pairs(s=SETTINGS, tokenizer=None):
               lr=s["sft_lr"], batch_size=s["sft_batch_size"], seed=s["seed"], progress=False)
     sft.eval().requires_grad_(False)
     k = s["samples_per_prompt"]
-    own = verdicts(sft, tokenizer, pref_records, n=k, temperature=s["sample_temperature"], seed=s["seed"],
-                   max_new_tokens=s["max_new_tokens"])
-    own = [own[i * k:(i + 1) * k] for i in range(len(pref_records))]
-    pairs = {c: mod.build_pairs(pref_records, own, c)[0] for c in mod.PAIR_CONSTRUCTIONS}
+    own = sample(sft, tokenizer, [mod.to_prompt(r) for r in pref_records], n=k, max_new_tokens=s["max_new_tokens"],
+                 temperature=s["sample_temperature"], seed=s["seed"])  # as verdicts(), with the cut-off flags
+    texts = [own.texts[i * k:(i + 1) * k] for i in range(len(pref_records))]
+    cut = [own.truncated[i * k:(i + 1) * k] for i in range(len(pref_records))]
+    pairs = {c: mod.build_pairs(pref_records, texts, c, truncated=cut)[0] for c in mod.PAIR_CONSTRUCTIONS}
     return sft, pref_records, pairs
 
 

@@ -231,7 +231,8 @@ def sft_model(cfg: dict, tokenizer, progress: bool = True, device=None):
     ``reviews`` (a :func:`load_reviews` source), ``n_sft_reviews``, ``sft_epochs``, ``sft_lr``,
     ``sft_batch_size``, ``max_length``, ``seed``. SFT trains on whole reviews (the prompt is
     just the BOS token), so the model can continue any opening.
-    Returns ``(model, folder)``.
+    Returns ``(model, folder, history)`` (:func:`dpo_lab.train.cached_sft`); ``history`` is ``None``
+    when the model came from the cache.
     """
     from dpo_lab.train import cached_sft
 
@@ -243,19 +244,22 @@ def sft_model(cfg: dict, tokenizer, progress: bool = True, device=None):
         return [""] * len(reviews), reviews
 
     spec = {**{k: cfg.get(k) for k in keys}, "task": "sentiment", "generator": GENERATOR_VERSION}
-    model, folder, _ = cached_sft("sentiment-sft", spec, cfg, tokenizer, examples, device=device, progress=progress)
-    return model, folder
+    return cached_sft("sentiment-sft", spec, cfg, tokenizer, examples, device=device, progress=progress)
 
 
-def preference_pairs(prompts: list[str], texts: list[str], rewards, n: int) -> tuple[list[dict], int]:
+def preference_pairs(prompts: list[str], texts: list[str], rewards, n: int,
+                     truncated: list[bool] | None = None) -> tuple[list[dict], int]:
     """Best-versus-worst pairs from ``n`` ranked samples a prompt (prompt-major order).
 
     For each prompt the completion with the highest gold reward is ``chosen`` and the
     lowest is ``rejected``. A prompt whose samples all tie (or whose best and worst
     texts are identical) gives no pair; the number skipped is returned, not hidden.
-    Each record also carries ``chosen_reward`` and ``rejected_reward``.
+    Each record also carries ``chosen_reward`` and ``rejected_reward``, and, from
+    ``truncated`` (:attr:`dpo_lab.evaluate.Samples.truncated`), ``chosen_truncated`` and
+    ``rejected_truncated``: a sample cut off by ``max_new_tokens`` is trained on without EOS.
     """
     rewards = np.asarray(rewards)
+    truncated = [False] * len(texts) if truncated is None else truncated
     pairs, skipped = [], 0
     for i in range(0, len(texts), n):
         r = rewards[i:i + n]
@@ -264,7 +268,8 @@ def preference_pairs(prompts: list[str], texts: list[str], rewards, n: int) -> t
             skipped += 1
             continue
         pairs.append({"prompt": prompts[i], "chosen": texts[best], "rejected": texts[worst],
-                      "chosen_reward": float(rewards[best]), "rejected_reward": float(rewards[worst])})
+                      "chosen_reward": float(rewards[best]), "rejected_reward": float(rewards[worst]),
+                      "chosen_truncated": bool(truncated[best]), "rejected_truncated": bool(truncated[worst])})
     return pairs, skipped
 
 
@@ -273,16 +278,20 @@ def sft_pairs(cfg: dict, model, tokenizer, gold, sft_folder: Path) -> tuple[list
 
     For ``n_train_prompts`` training prefixes, sample ``samples_per_prompt`` completions,
     score prefix + completion with ``gold``, and keep best-versus-worst. Returns the pairs
-    and a small report (prompts, pairs, skipped ties, seconds).
+    and a small report (prompts, pairs, skipped ties, samples cut off by ``max_new_tokens`` and
+    how many chosen and rejected completions are such samples, seconds).
     """
     import json
     import time
 
+    from dpo_lab.cache import code_version
     from dpo_lab.data import load_jsonl, save_jsonl
     from dpo_lab.evaluate import sample
 
+    # keyed on the code that samples and ranks too: a fix to it must not reuse stale pairs
+    code = code_version("evaluate", "sampling", "tasks.sentiment")
     path = sft_folder / f"pairs-{cfg['n_train_prompts']}x{cfg['samples_per_prompt']}-{cfg['max_new_tokens']}" \
-                        f"-{getattr(gold, 'name', 'gold')}.jsonl".replace("/", "_")
+                        f"-{getattr(gold, 'name', 'gold')}-{code}.jsonl".replace("/", "_")
     report_path = path.with_suffix(".report.json")
     if path.exists() and report_path.exists():
         print(f"loading cached pairs from {path}")
@@ -295,12 +304,16 @@ def sft_pairs(cfg: dict, model, tokenizer, gold, sft_folder: Path) -> tuple[list
     samples = sample(model, tokenizer, prompts, n=cfg["samples_per_prompt"], max_new_tokens=cfg["max_new_tokens"],
                      seed=cfg["seed"])
     rewards = gold([p + t for p, t in zip(samples.prompts, samples.texts)])
-    pairs, skipped = preference_pairs(samples.prompts, samples.texts, rewards, cfg["samples_per_prompt"])
+    pairs, skipped = preference_pairs(samples.prompts, samples.texts, rewards, cfg["samples_per_prompt"],
+                                      samples.truncated)
     if not pairs:
         raise ValueError(f"no preference pairs: all {len(prompts)} prompts' {cfg['samples_per_prompt']} samples "
                          f"tied under the gold reward {getattr(gold, 'name', 'gold')!r} (or were empty)")
     report = {"prompts": len(prompts), "samples": len(samples.texts), "pairs": len(pairs),
-              "skipped_ties": skipped, "seconds": round(time.perf_counter() - start, 1)}
+              "skipped_ties": skipped, "truncated_samples": sum(samples.truncated),
+              "truncated_chosen": sum(p["chosen_truncated"] for p in pairs),
+              "truncated_rejected": sum(p["rejected_truncated"] for p in pairs),
+              "seconds": round(time.perf_counter() - start, 1)}
     save_jsonl(pairs, path)
     report_path.write_text(json.dumps(report) + "\n")
     return pairs, report
@@ -312,7 +325,7 @@ def eval_prompts(cfg: dict) -> list[str]:
     return make_prompts(held_out, seed=cfg["seed"] + 1)
 
 
-def evaluate_policy(policy, reference, tokenizer, prompts: list[str], gold, cfg: dict, seed: int = 0) -> dict:
+def evaluate_policy(policy, ref_model, tokenizer, prompts: list[str], gold, cfg: dict, seed: int = 0) -> dict:
     """Mean gold reward and KL(pi || pi_ref) from ``eval_samples`` samples a prompt.
 
     Returns ``{"gold_reward", "kl", "rewards", "kls", "samples"}``; ``rewards`` and ``kls`` (each
@@ -324,8 +337,8 @@ def evaluate_policy(policy, reference, tokenizer, prompts: list[str], gold, cfg:
     samples = sample(policy, tokenizer, prompts, n=cfg["eval_samples"], max_new_tokens=cfg["max_new_tokens"],
                      seed=seed)
     rewards = gold([p + t for p, t in zip(samples.prompts, samples.texts)])
-    kls = (np.zeros(len(rewards)) if policy is reference
-           else token_kl_samples(policy, reference, samples, tokenizer.pad_token_id).numpy())
+    kls = (np.zeros(len(rewards)) if policy is ref_model
+           else token_kl_samples(policy, ref_model, tokenizer, samples).numpy())
     return {"gold_reward": float(np.mean(rewards)), "kl": float(np.mean(kls)), "rewards": rewards, "kls": kls,
             "samples": samples}
 
@@ -372,7 +385,7 @@ def run_setup(setup: str, cfg: dict, beta: float, lr: float, steps: int, batch_s
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = load_tokenizer(cfg["tokenizer"])
     gold = LexiconSentiment() if cfg["gold"] == "lexicon" else ClassifierSentiment(cfg["gold"])
-    sft, folder = sft_model(cfg, tokenizer, progress=False)
+    sft, folder, _ = sft_model(cfg, tokenizer, progress=False)
     pairs, _ = sft_pairs(cfg, sft, tokenizer, gold, folder)
     pairs = [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs]
     sft = sft.to(device)
@@ -393,8 +406,8 @@ def run_setup(setup: str, cfg: dict, beta: float, lr: float, steps: int, batch_s
             ref_logps = precompute_ref_logps(policy, tokenizer, chosen, rejected)
     prepare_s = time.perf_counter() - start
 
-    timing = dpo_lab_steps(policy, tokenizer, pairs, batch_size=batch_size, steps=steps - warmup, warmup=warmup,
-                           beta=beta, lr=lr, reference=reference, ref_logps=ref_logps, precision=precision)
+    timing = dpo_lab_steps(policy, reference, tokenizer, pairs, batch_size=batch_size, steps=steps - warmup,
+                           warmup=warmup, beta=beta, lr=lr, ref_logps=ref_logps, precision=precision)
     policy.eval()
     held = [reference] if reference is not None else []
     state_mb = model_memory_mb(held=held, trained=[policy])  # before sampling: what training kept alive

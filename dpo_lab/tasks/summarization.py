@@ -311,7 +311,8 @@ class GoldSummaryReward:
 # --- simulated annotators -----------------------------------------------------------
 
 def annotate(prompts: list[str], first: list[str], second: list[str], reward_fn, temperature: float,
-             seed: int = 0, length_bonus: float = 0.0) -> tuple[list[dict], dict]:
+             seed: int = 0, length_bonus: float = 0.0, truncated: tuple[list[bool], list[bool]] | None = None
+             ) -> tuple[list[dict], dict]:
     """Label pairs of summaries as a noisy annotator would: Bradley-Terry on the annotator's utility.
 
     The annotator's utility is the gold reward plus a bonus a word, U(s) = R(s) + length_bonus * words(s)
@@ -325,10 +326,13 @@ def annotate(prompts: list[str], first: list[str], second: list[str], reward_fn,
     a bonus a word larger than the gold reward's length cost gives the annotators that bias: a
     policy trained on their labels can learn to write longer while the gold reward pays less.
     Identical summaries get no label (they are counted, not hidden).
+    ``truncated``: for ``first`` and for ``second``, which summaries were sampled until
+    ``max_new_tokens`` ran out (:attr:`dpo_lab.evaluate.Samples.truncated`); the pairs carry them as
+    ``chosen_truncated``/``rejected_truncated``, so those summaries train without EOS.
     Returns the pairs (``prompt``/``chosen``/``rejected`` with ``chosen_gold``/``rejected_gold``)
-    and a report: pairs, identical pairs skipped, the share of labels that disagree with the
-    gold reward (ties in the gold reward excluded), and the share of labels that chose the longer
-    summary (pairs of equal length excluded).
+    and a report: pairs, summaries in them cut off by sampling, identical pairs skipped, the share
+    of labels that disagree with the gold reward (ties in the gold reward excluded), and the share
+    of labels that chose the longer summary (pairs of equal length excluded).
     """
     if not len(prompts) == len(first) == len(second):
         raise ValueError(f"annotate needs as many prompts as summaries: {len(prompts)}, {len(first)}, {len(second)}")
@@ -342,6 +346,7 @@ def annotate(prompts: list[str], first: list[str], second: list[str], reward_fn,
     u_diff = (r_a - r_b) + length_bonus * (n_a - n_b)  # the annotator's utility difference
     p_first = np.exp(-np.logaddexp(0.0, -u_diff / temperature))  # sigmoid, without overflow
     draws = rng.random(len(prompts))
+    cut_a, cut_b = truncated if truncated is not None else ([False] * len(first), [False] * len(second))
     pairs, identical, disagree, decided, longer, unequal = [], 0, 0, 0, 0, 0
     for i, prompt in enumerate(prompts):
         if first[i] == second[i]:
@@ -357,9 +362,13 @@ def annotate(prompts: list[str], first: list[str], second: list[str], reward_fn,
         if n_c != n_r:
             unequal += 1
             longer += int(n_c > n_r)
+        cut_c, cut_r = (cut_a[i], cut_b[i]) if a_wins else (cut_b[i], cut_a[i])
         pairs.append({"prompt": prompt, "chosen": chosen, "rejected": rejected,
-                      "chosen_gold": float(r_c), "rejected_gold": float(r_r)})
-    report = {"pairs": len(pairs), "identical_skipped": identical, "gold_ties": len(pairs) - decided,
+                      "chosen_gold": float(r_c), "rejected_gold": float(r_r),
+                      "chosen_truncated": bool(cut_c), "rejected_truncated": bool(cut_r)})
+    report = {"pairs": len(pairs), "identical_skipped": identical,
+              "truncated_summaries": sum(p["chosen_truncated"] + p["rejected_truncated"] for p in pairs),
+              "gold_ties": len(pairs) - decided,
               "disagreement": disagree / decided if decided else 0.0, "disagreeing": disagree, "decided": decided,
               "longer_chosen": longer / unequal if unequal else 0.0, "unequal_length": unequal}
     return pairs, report

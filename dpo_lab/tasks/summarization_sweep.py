@@ -67,7 +67,8 @@ def labelled_pairs(sft, tokenizer, cfg: dict, gold) -> tuple[list[dict], dict]:
     s = sample(sft, tokenizer, [d["prompt"] for d in docs], n=2, max_new_tokens=cfg["max_new_tokens"],
                temperature=cfg["pair_temperature"], seed=7)
     return summ.annotate(s.prompts[0::2], s.texts[0::2], s.texts[1::2], gold, cfg["annotator_temperature"],
-                         seed=cfg["seed"], length_bonus=cfg["annotator_length_bonus"])
+                         seed=cfg["seed"], length_bonus=cfg["annotator_length_bonus"],
+                         truncated=(s.truncated[0::2], s.truncated[1::2]))
 
 
 def evaluate(model, tokenizer, prompts: list[str], cfg: dict, gold) -> dict:
