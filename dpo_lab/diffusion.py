@@ -25,7 +25,6 @@ in diffusers (a sum would only rescale beta by the number of pixels).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from collections.abc import Callable
@@ -37,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dpo_lab.evaluate import pairwise_wins
+from dpo_lab.precision import backward_and_step, resolve_precision
 from dpo_lab.progress import progress as progress_bar
 from dpo_lab.train import check_finite, run_callback
 
@@ -136,41 +136,31 @@ def ddpm_loss(model: nn.Module, x0: torch.Tensor, c: torch.Tensor, schedule: Noi
     return denoising_errors(model, x0, c, t, noise, schedule).mean()
 
 
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 def _optimize(model, loss_fn, *, steps: int, lr: float, weight_decay: float, device: torch.device,
-              amp: bool, desc: str, progress: bool, grad_clip: float | None, cosine: bool,
+              precision, desc: str, progress: bool, grad_clip: float | None, cosine: bool,
               callback: Callable[[int, nn.Module], dict | None] | None = None,
               callback_every: int | None = None):
-    """The loop both trainers share: AdamW, optional cosine decay, clipping, fp16 autocast on CUDA.
+    """The loop both trainers share: AdamW, optional cosine decay, clipping, the course's precision rule.
 
-    Steps count from 1 (the number of updates done); ``callback(step, model)`` runs every
-    ``callback_every`` steps and after the last one (:func:`dpo_lab.train.run_callback`, the rule
-    of every loop). Returns the history, one row a step."""
+    ``precision`` is :mod:`dpo_lab.precision`'s (``None``: bf16 where native, fp16 with loss scaling
+    on a T4, fp32 on a CPU), carried out by the same tools as every other loop. Steps count from 1
+    (the number of updates done); ``callback(step, model)`` runs every ``callback_every`` steps and
+    after the last one (:func:`dpo_lab.train.run_callback`, the rule of every loop). Returns the
+    history, one row a step."""
+    precision = resolve_precision(precision, device)
+    scaler = precision.grad_scaler()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine else None
-    use_amp = amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     logs: list[dict] = []
     model.train()
     for step in progress_bar(range(1, steps + 1), desc, enabled=progress):
-        with _autocast(device, amp):
+        with precision.autocast():
             loss, metrics = loss_fn(step)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if grad_clip:
-            scaler.unscale_(opt)
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(opt)
-        scaler.update()
+        check_finite(loss, step, desc)
+        grad_norm = backward_and_step(loss, opt, model.parameters(), grad_clip, scaler)
         if sched is not None:
             sched.step()
-        check_finite(loss, step, desc)
-        logs.append({"step": step, "loss": loss.item(), **metrics,
+        logs.append({"step": step, "loss": loss.item(), **metrics, "grad_norm": grad_norm.item(),
                      **run_callback(callback, callback_every, step, steps, model)})
     model.eval()
     return pd.DataFrame(logs)
@@ -178,12 +168,13 @@ def _optimize(model, loss_fn, *, steps: int, lr: float, weight_decay: float, dev
 
 def train_ddpm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, schedule: NoiseSchedule, *,
                steps: int, batch_size: int = 128, lr: float = 2e-3, weight_decay: float = 0.0,
-               seed: int = 0, amp: bool = False, grad_clip: float | None = 1.0, cosine: bool = True,
+               seed: int = 0, precision=None, grad_clip: float | None = 1.0, cosine: bool = True,
                progress: bool = True, desc: str = "DDPM") -> pd.DataFrame:
     """Train ``model`` in place on ``(images, labels)`` with L_simple (Ho et al. 2020, Algorithm 1).
 
     Batches, timesteps and noise come from one generator seeded with ``seed``, so a
-    run repeats exactly on the CPU. Returns the history: a DataFrame with ``step`` and ``loss``, a row a step.
+    run repeats exactly on the CPU. ``precision``: :mod:`dpo_lab.precision`'s (``None``: its rule for the
+    model's device). Returns the history: a DataFrame with ``step``, ``loss`` and ``grad_norm``, a row a step.
     """
     device = next(model.parameters()).device
     schedule = schedule.to(device)
@@ -195,7 +186,7 @@ def train_ddpm(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, sch
         x0, c = images[idx].to(device), labels[idx].to(device)
         return ddpm_loss(model, x0, c, schedule, gen), {}
 
-    return _optimize(model, loss_fn, steps=steps, lr=lr, weight_decay=weight_decay, device=device, amp=amp,
+    return _optimize(model, loss_fn, steps=steps, lr=lr, weight_decay=weight_decay, device=device, precision=precision,
                      desc=desc, progress=progress, grad_clip=grad_clip, cosine=cosine)
 
 
@@ -318,16 +309,16 @@ def diffusion_dpo_step(model: nn.Module, ref_model: nn.Module, x_w: torch.Tensor
 def train_diffusion_dpo(model: nn.Module, ref_model: nn.Module, x_w: torch.Tensor, x_l: torch.Tensor,
                         c: torch.Tensor, schedule: NoiseSchedule, *, beta: float, steps: int,
                         batch_size: int = 64, lr: float = 1e-4, weight_decay: float = 0.0, seed: int = 0,
-                        amp: bool = False, grad_clip: float | None = 1.0, cosine: bool = False,
+                        precision=None, grad_clip: float | None = 1.0, cosine: bool = False,
                         progress: bool = True, desc: str = "Diffusion-DPO",
                         callback: Callable[[int, nn.Module], dict | None] | None = None,
                         callback_every: int | None = None) -> pd.DataFrame:
     """Train ``model`` in place with Diffusion-DPO on pairs ``(x_w[i], x_l[i])`` of class ``c[i]``.
 
     ``ref_model`` stays frozen. Batches, timesteps and noise come from one generator
-    seeded with ``seed``. ``callback(step, model)`` runs every ``callback_every`` steps and
-    after the last (for evaluating during training; a dict it returns joins that step's row).
-    Returns the history, a row a step.
+    seeded with ``seed``; ``precision`` as :func:`train_ddpm`. ``callback(step, model)`` runs every
+    ``callback_every`` steps and after the last (for evaluating during training; a dict it returns
+    joins that step's row). Returns the history, a row a step.
     """
     device = next(model.parameters()).device
     schedule = schedule.to(device)
@@ -340,7 +331,7 @@ def train_diffusion_dpo(model: nn.Module, ref_model: nn.Module, x_w: torch.Tenso
         return diffusion_dpo_step(model, ref_model, x_w[idx].to(device), x_l[idx].to(device),
                                   c[idx].to(device), schedule, beta, gen)
 
-    return _optimize(model, loss_fn, steps=steps, lr=lr, weight_decay=weight_decay, device=device, amp=amp,
+    return _optimize(model, loss_fn, steps=steps, lr=lr, weight_decay=weight_decay, device=device, precision=precision,
                      desc=desc, progress=progress, grad_clip=grad_clip, cosine=cosine,
                      callback=callback, callback_every=callback_every)
 

@@ -24,7 +24,7 @@ CLAIMS_PER_NOTEBOOK = {
     "05_summarization_dpo": 22,
     "06_diffusion_dpo": 26,
     "07_efficiency_lora": 4,
-    "08_variants_and_failure_modes": 37,
+    "08_variants_and_failure_modes": 36,
     "09_content_moderation": 7,
 }
 

@@ -551,6 +551,7 @@ def train_classifier_head(lm, tokenizer, texts: list[str], labels: list[str], *,
 
     from dpo_lab.progress import progress as progress_bar
     from dpo_lab.reward_model import encode_texts, pad_rows, reward_model_from_lm
+    from dpo_lab.train import check_finite
 
     if len(texts) != len(labels):
         raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
@@ -571,6 +572,7 @@ def train_classifier_head(lm, tokenizer, texts: list[str], labels: list[str], *,
         batch = pad_rows([ids[i] for i in idx], tokenizer.pad_token_id)
         logits = head(**{k: v.to(device) for k, v in batch.items()})
         loss = F.binary_cross_entropy_with_logits(logits, y[idx].to(device))
+        check_finite(loss, step, desc)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)

@@ -23,15 +23,14 @@ seed). The pick: the highest score (:func:`choose`).
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
 from dpo_lab.paths import data_path
+from dpo_lab.tasks import sweep
 
 SWEEP_PATH = data_path("summarization_sweep.json")
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "05_summarization_dpo.ipynb"  # in a checkout
@@ -136,19 +135,11 @@ def run_sweep(cfg: dict, progress: bool = True) -> dict:
 
 def load_sweep(path=SWEEP_PATH) -> dict:
     """The sweep's results as written by :func:`main`."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run `python -m dpo_lab.tasks.summarization_sweep` to write it")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return sweep.read(path, __name__)
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(SWEEP_PATH), help="where to write the results (JSON)")
-    args = parser.parse_args(argv)
-    result = run_sweep(notebook_tiny_config())
-    Path(args.out).write_text(json.dumps(result, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    print(f"wrote {args.out} in {result['seconds']:.0f} s; chosen on validation: {result['chosen']}")
+    sweep.main(__doc__, SWEEP_PATH, lambda: run_sweep(notebook_tiny_config()), argv)
 
 
 if __name__ == "__main__":
