@@ -24,8 +24,8 @@ CLAIMS_PER_NOTEBOOK = {
     "05_summarization_dpo": 22,
     "06_diffusion_dpo": 26,
     "07_efficiency_lora": 4,
-    "08_variants_and_failure_modes": 36,
-    "09_content_moderation": 7,
+    "08_variants_and_failure_modes": 35,
+    "09_content_moderation": 8,
 }
 
 
