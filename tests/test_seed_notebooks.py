@@ -10,7 +10,9 @@ import pytest
 from dpo_lab.seeds import headline_result, notebooks
 from dpo_lab.syllabus import runs
 
-FAST_SECONDS = 90  # the CI seed job's budget is 4 minutes; 00, 01 and 06 took about 100 s together idle
+# the CI seed job's budget is 4 minutes: 00, 01 and 06 took about 100 s together idle, and 02 (63 s at seed 0 with
+# its SFT model cached; at seed 1 it trains its own) about 130 s at seed 1 on a busy machine
+FAST_SECONDS = 90
 
 
 def _fast(path: Path) -> bool:
@@ -22,7 +24,7 @@ FAST = [p for p in notebooks() if _fast(p)]
 
 
 def test_the_fast_notebooks_are_the_ones_we_expect():
-    assert [p.name[:2] for p in FAST] == ["00", "01", "06"]  # a notebook that got faster or slower: say so
+    assert [p.name[:2] for p in FAST] == ["00", "01", "02", "06"]  # a notebook that got faster or slower: say so
 
 
 @pytest.mark.parametrize("path", FAST, ids=[p.name[:2] for p in FAST])
