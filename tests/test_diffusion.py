@@ -401,3 +401,22 @@ def test_load_mnist_from_a_local_directory_in_hub_layout(tmp_path):
 def test_mnist_schema_errors_name_the_problem():
     with pytest.raises(ValueError, match="row 0 has no field 'label'"):
         G.mnist_to_tensors([{"image": torch.zeros(28, 28).numpy()}], source="x.parquet")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_the_diffusion_loops_run_in_mixed_precision(precision):
+    """The GPU path of the diffusion loops (dpo_lab.precision's autocast, and loss scaling for fp16), run on a CPU."""
+    images, labels = _tiny_data(32)
+    s = D.linear_schedule(20)
+    torch.manual_seed(0)
+    ref = denoisers.DenoiserMLP((1, 8, 8), hidden=32, depth=1, emb_dim=16)
+    logs = D.train_ddpm(ref, images, labels, s, steps=4, batch_size=16, lr=1e-3, seed=0, progress=False,
+                        precision=precision)
+    assert logs["step"].tolist() == [1, 2, 3, 4] and logs["loss"].map(math.isfinite).all()
+    assert logs["grad_norm"].notna().all()  # fp16's first steps may be skipped (an inf norm), but it is logged
+    model = copy.deepcopy(ref)
+    logs = D.train_diffusion_dpo(model, ref, images[:16], images[16:], labels[:16], s, beta=100.0, steps=3,
+                                 batch_size=8, lr=1e-4, seed=0, progress=False, precision=precision)
+    assert logs["loss"].map(math.isfinite).all() and {"rewards/accuracies", "grad_norm"} <= set(logs.columns)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        D.train_ddpm(ref, images, labels, s, steps=1, progress=False, precision="fp8")
