@@ -142,7 +142,7 @@ def claim(name: str, value, op: str | None = None, threshold=None, *, interval=N
            "margin": margin, "holds": holds, "note": note}
     _replace(row)
     if not holds:
-        text = _describe(row)
+        text = describe(row)
         if mode == "raise":
             raise ClaimFailed(f"claim does not hold: {text}")
         if mode == "report":
@@ -171,7 +171,8 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _describe(row: dict) -> str:
+def describe(row: dict) -> str:
+    """One recorded claim as the claims table prints it: ``name: value [lower, upper] op threshold, margin m``."""
     if not row["op"]:
         return f"{row['claim']} (value {_fmt(row['value'])})"
     interval = f" [{_fmt(row['lower'])}, {_fmt(row['upper'])}]" if row["lower"] is not None else ""
@@ -208,7 +209,7 @@ def report_claims() -> None:
     print(f"{held} of {len(RECORDED)} claims hold ({where})")
     for row in RECORDED:
         mark = "holds" if row["holds"] else "DOES NOT HOLD"
-        print(f"  {mark:>13}  {_describe(row)}")
+        print(f"  {mark:>13}  {describe(row)}")
     try:  # in a notebook, also store the rows as JSON in the cell's output: tests read them there
         from IPython import get_ipython
         from IPython.display import display
@@ -235,20 +236,20 @@ def recorded_problems(rows: list[dict], require_intervals: bool = True) -> list[
     for row in rows:
         name, op = row["claim"], row["op"]
         if not row["holds"]:
-            problems.append(f"{name!r} does not hold: {_describe(row)}")
+            problems.append(f"{name!r} does not hold: {describe(row)}")
         if op == "ties":
             if row["lower"] is None or not row["lower"] <= row["threshold"] <= row["upper"]:
                 problems.append(f"{name!r} is recorded as a tie but its interval does not contain the threshold: "
-                                f"{_describe(row)}")
+                                f"{describe(row)}")
             continue
         if op not in _INEQUALITIES:
             continue
         if row["lower"] is None:
             if require_intervals and not str(row.get("note", "")).startswith("deterministic"):
-                problems.append(f"{name!r} compares a measured number without an interval: {_describe(row)}")
+                problems.append(f"{name!r} compares a measured number without an interval: {describe(row)}")
             continue
         end = row["lower"] if op in (">", ">=") else row["upper"]
         if isinstance(end, str) or not _OPS[op](end, row["threshold"]):
             problems.append(f"{name!r} is recorded as holding but its interval does not clear "
-                            f"the threshold: {_describe(row)}")
+                            f"the threshold: {describe(row)}")
     return problems

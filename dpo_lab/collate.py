@@ -55,11 +55,14 @@ def encode_example(tokenizer, prompt: str, completion: str, max_prompt_length: i
     Returns ``(prompt_ids, completion_ids)``, two lists of ints.
     """
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] * ended
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    if ended:  # the model chose to stop here: the EOS is part of what it said
+        completion_ids = completion_ids + [tokenizer.eos_token_id]
     if not prompt_ids:  # an empty prompt still needs one token to condition on
         prompt_ids = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
     if report is not None:
         report.total += 1
+        report.unended += not ended
     if max_prompt_length is not None and len(prompt_ids) > max_prompt_length:
         prompt_ids = prompt_ids[-max_prompt_length:]
         if report is not None:
@@ -88,7 +91,7 @@ def encode_examples(tokenizer, prompts, completions, max_prompt_length=None, max
     report = TruncationReport()
     encoded = [encode_example(tokenizer, p, c, max_prompt_length, max_length, report, e)
                for p, c, e in zip(prompts, completions, ended)]
-    if verbose and (report.prompts or report.completions):
+    if verbose and (report.prompts or report.completions or report.unended):
         print(report)
     return encoded, report
 
@@ -107,8 +110,7 @@ def encode_pairs(tokenizer, records, max_prompt_length=None, max_length=None, ve
                                          max_prompt_length, max_length, verbose=False, ended=ended["rejected"])
     report = TruncationReport(report_c.prompts + report_r.prompts,
                               report_c.completions + report_r.completions,
-                              report_c.total + report_r.total,
-                              unended=ended["chosen"].count(False) + ended["rejected"].count(False))
+                              report_c.total + report_r.total, report_c.unended + report_r.unended)
     if verbose and (report.prompts or report.completions or report.unended):
         print(report)
     return chosen, rejected, report

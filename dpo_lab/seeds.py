@@ -25,6 +25,8 @@ import os
 import time
 from pathlib import Path
 
+from dpo_lab.claims import describe
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -82,7 +84,7 @@ def execute(path: Path, seed: int, timeout: int = 1800, all_claims: bool = False
 
 def headline_result(path: Path, seed: int, all_claims: bool = False, keep: Path | None = None) -> dict:
     """Run ``path`` at ``seed``; its headline claim's row (value, interval, holds), the run's time and
-    (``all_claims``: the run goes on past a failed claim) the names of every claim that failed."""
+    (``all_claims``: the run goes on past a failed claim) every claim that failed, with its value."""
     nb, error, seconds = execute(path, seed, all_claims=all_claims)
     if keep is not None:  # the executed notebook, to read every number of the run
         import nbformat
@@ -95,15 +97,8 @@ def headline_result(path: Path, seed: int, all_claims: bool = False, keep: Path 
     return {"notebook": path.stem, "seed": seed, "headline": name, "seconds": round(seconds, 1),
             "value": row and row["value"], "lower": row and row["lower"], "upper": row and row["upper"],
             "holds": bool(row and row["holds"] and error is None), "error": error,
-            "failed_claims": [r["claim"] for r in rows if not r["holds"]],
-            "failed_rows": [r for r in rows if not r["holds"]]}  # with their values, to read why
-
-
-def _value(row: dict) -> str:
-    """``value [lower, upper] op threshold`` of a claim row, as the claims table prints it."""
-    interval = f" [{row['lower']:.4g}, {row['upper']:.4g}]" if row.get("lower") is not None else ""
-    value = f"{row['value']:.4g}" if isinstance(row["value"], float) else str(row["value"])
-    return f"{value}{interval} {row.get('op') or ''} {row.get('threshold') if row.get('threshold') is not None else ''}"
+            # each with its value and interval, as the claims table prints it, to read why it failed
+            "failed_claims": [describe(r) for r in rows if not r["holds"]]}
 
 
 def _seed_list(text: str) -> list[int]:
@@ -136,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['notebook']} seed {seed}: {row['headline']}: {value}{interval} {verdict} "
                   f"({row['seconds']:.0f} s)", flush=True)
             for failed in row["failed_claims"] if args.all_claims else []:
-                detail = next((r for r in row.get("failed_rows", []) if r["claim"] == failed), None)
-                print(f"    fails: {failed}" + (f": {_value(detail)}" if detail else ""), flush=True)
+                print(f"    fails: {failed}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2) + "\n")
     return 0 if all(r["holds"] for r in rows) else 1

@@ -240,17 +240,12 @@ def test_bow_classifier_separates_an_easy_case():
 
 def test_the_sweep_uses_the_notebooks_settings():
     """The validation sweep must train the SFT policy and DPO as notebook 09's tiny profile does."""
-    import nbformat
-
+    from dpo_lab.sizing import notebook_config
     from dpo_lab.tasks import moderation_sweep
     from dpo_lab.tasks.moderation_sweep import GRID, SETTINGS
 
-    path = Path(__file__).resolve().parent.parent / "notebooks" / "09_content_moderation.ipynb"
-    cell = next(c.source for c in nbformat.read(str(path), as_version=4).cells
-                if c.cell_type == "code" and "CONFIGS = {" in c.source)
-    namespace = {"info": {"device": "cpu"}, "pick_config": lambda configs: configs["tiny"]}
-    exec(compile(cell, str(path), "exec"), namespace)
-    tiny = namespace["CONFIGS"]["tiny"]
+    tiny = notebook_config(Path(__file__).resolve().parent.parent / "notebooks" / "09_content_moderation.ipynb",
+                           "tiny")
     assert {k: tiny[k] for k in SETTINGS} == SETTINGS
     # the notebook's DPO settings are points of the grid
     assert tiny["headline_beta"] in GRID["beta"] and tiny["headline_lr"] in GRID["dpo_lr"]
