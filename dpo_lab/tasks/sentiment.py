@@ -386,8 +386,7 @@ def run_setup(setup: str, cfg: dict, beta: float, lr: float, steps: int, batch_s
     tokenizer = load_tokenizer(cfg["tokenizer"])
     gold = LexiconSentiment() if cfg["gold"] == "lexicon" else ClassifierSentiment(cfg["gold"])
     sft, folder, _ = sft_model(cfg, tokenizer, progress=False)
-    pairs, _ = sft_pairs(cfg, sft, tokenizer, gold, folder)
-    pairs = [{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs]
+    pairs, _ = sft_pairs(cfg, sft, tokenizer, gold, folder)  # with their cut-off flags, as train_dpo reads them
     sft = sft.to(device)
     chosen, rejected, _ = encode_pairs(tokenizer, pairs, max_length=cfg["max_length"], verbose=False)
     gc.collect()
